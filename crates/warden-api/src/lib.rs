@@ -1,0 +1,20 @@
+//! Warden's HTTP server.
+//!
+//! The decision API (`/api/v1/authorize`), event ingest, the audit API (query, export,
+//! proofs, checkpoints), API-managed policies, tokens, health and metrics, and the OpenAPI
+//! document that describes them. Handlers stay small: authentication, JSON parsing and error
+//! rendering live in extractors ([`extract`]) and one error type ([`problem::Problem`]).
+
+pub mod extract;
+pub mod keys;
+pub mod openapi;
+pub mod policies;
+pub mod problem;
+pub mod query;
+pub mod routes;
+pub mod server;
+pub mod state;
+pub mod tokens;
+
+pub use server::{Running, build_state, router, serve, start};
+pub use state::ServerConfig;

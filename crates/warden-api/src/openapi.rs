@@ -1,0 +1,52 @@
+//! The OpenAPI 3.1 document for every REST route, served at `/openapi.json`.
+
+use axum::Json;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::routes::{audit, authorize, events, health, policies, tokens};
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("A Warden API token (wdn_…)"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Warden", description = "Governance for AI agents: decide, record and prove every agent action. Errors are RFC 9457 problem+json."),
+    paths(
+        health::healthz, health::readyz, health::metrics,
+        authorize::authorize, authorize::authorize_batch,
+        events::ingest,
+        audit::list_events, audit::get_event, audit::proof, audit::export, audit::hash_value, audit::checkpoints, audit::consistency,
+        policies::overview, policies::versions, policies::get_policy, policies::put_policy, policies::delete_policy,
+        tokens::create, tokens::list, tokens::revoke,
+        serve,
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "decisions", description = "Ask whether an agent may act"),
+        (name = "audit", description = "The tamper-evident audit trail"),
+        (name = "policies", description = "API-managed Cedar policies"),
+        (name = "tokens", description = "API tokens"),
+        (name = "operations", description = "Health, readiness, metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, description = "This document")))]
+pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

@@ -1,0 +1,8 @@
+//! HTTP handlers, one module per area of the API.
+
+pub mod audit;
+pub mod authorize;
+pub mod events;
+pub mod health;
+pub mod policies;
+pub mod tokens;

@@ -1,0 +1,313 @@
+//! Wiring: open the store, load keys and policies, start the audit pipeline and the
+//! background tasks, serve HTTP, and shut down without losing anything acknowledged.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use warden_core::{Actor, AuditEvent, catalog};
+use warden_policy::PolicySource;
+use warden_store::pipeline::AuditPipeline;
+use warden_store::{SqliteStore, Store, checkpointer};
+
+use crate::policies::{PolicyRuntime, Reload};
+use crate::problem::Problem;
+use crate::routes::{audit, authorize, events, health, policies, tokens};
+use crate::state::{AppState, Inner, Metrics, ServerConfig};
+use crate::tokens::TokenCache;
+
+pub const DATABASE_FILE: &str = "warden.db";
+
+pub fn database_path(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join(DATABASE_FILE)
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/openapi.json", get(crate::openapi::serve))
+        .route("/api/v1/authorize", post(authorize::authorize))
+        .route("/api/v1/authorize/batch", post(authorize::authorize_batch))
+        .route("/api/v1/events", post(events::ingest))
+        .route("/api/v1/audit/events", get(audit::list_events))
+        .route("/api/v1/audit/events/{id}", get(audit::get_event))
+        .route("/api/v1/audit/events/{id}/proof", get(audit::proof))
+        .route("/api/v1/audit/export", get(audit::export))
+        .route("/api/v1/audit/hash", post(audit::hash_value))
+        .route("/api/v1/audit/checkpoints", get(audit::checkpoints))
+        .route("/api/v1/audit/consistency", get(audit::consistency))
+        .route("/api/v1/policies", get(policies::overview))
+        .route("/api/v1/policies/versions", get(policies::versions))
+        .route(
+            "/api/v1/policies/{*namespace}",
+            get(policies::get_policy)
+                .put(policies::put_policy)
+                .delete(policies::delete_policy),
+        )
+        .route("/api/v1/tokens", post(tokens::create).get(tokens::list))
+        .route("/api/v1/tokens/{id}", axum::routing::delete(tokens::revoke))
+        .fallback(|| async {
+            Problem::new(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                "no such route; see /openapi.json",
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "method not allowed on this route; see /openapi.json",
+            )
+        })
+        // Bodies are bounded by our own extractors (problem+json 413); this is the backstop.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+/// A server started in this process.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    shutdown: Arc<Notify>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Stops accepting, finishes in-flight requests, drains the audit queue, signs a final
+    /// checkpoint.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.notify_one();
+        self.task.await?
+    }
+}
+
+/// Builds the state from the configuration: store, keys, policies, pipeline.
+pub async fn build_state(
+    config: ServerConfig,
+    checkpoint_key: Option<PathBuf>,
+) -> anyhow::Result<AppState> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(&database_path(&config.data_dir)).await?);
+    let signer = Arc::new(crate::keys::checkpoint_signer(
+        &config.data_dir,
+        checkpoint_key.as_deref(),
+    )?);
+    let redaction_master = crate::keys::redaction_master(&config.data_dir)?;
+
+    let runtime = Arc::new(PolicyRuntime::new(config.policies.clone()));
+    if config.policies.is_some()
+        && let Reload::Failed { errors, .. } = runtime.reload_dir(true)
+    {
+        anyhow::bail!(
+            "the policy directory does not load:\n  {}",
+            errors.join("\n  ")
+        );
+    }
+    let api_sources: Vec<PolicySource> = store
+        .current_policies()
+        .await?
+        .into_iter()
+        .filter_map(|v| {
+            let ns = warden_core::NamespacePath::parse(&v.namespace).ok()?;
+            Some(PolicySource {
+                origin: format!("api:{ns}"),
+                namespace: ns,
+                text: v.text?,
+            })
+        })
+        .collect();
+    runtime.set_api_sources(api_sources).map_err(|e| {
+        anyhow::anyhow!(
+            "stored API-managed policies do not load:\n  {}",
+            e.join("\n  ")
+        )
+    })?;
+
+    let pipeline = Arc::new(AuditPipeline::start(store.clone(), config.pipeline));
+    Ok(Arc::new(Inner {
+        config,
+        store,
+        pipeline,
+        policies: runtime,
+        tokens: TokenCache::default(),
+        redaction_master,
+        signer,
+        metrics: Metrics::default(),
+        started: Instant::now(),
+    }))
+}
+
+/// Starts serving on the configured address (port 0 picks a free one).
+pub async fn start(
+    config: ServerConfig,
+    checkpoint_key: Option<PathBuf>,
+) -> anyhow::Result<Running> {
+    let listen = config.listen.clone();
+    let state = build_state(config, checkpoint_key).await?;
+    let listener = TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    let shutdown = Arc::new(Notify::new());
+    let task = tokio::spawn(run(state.clone(), listener, shutdown.clone()));
+    Ok(Running {
+        addr,
+        state,
+        shutdown,
+        task,
+    })
+}
+
+async fn run(state: AppState, listener: TcpListener, shutdown: Arc<Notify>) -> anyhow::Result<()> {
+    let (stop_background, stop_rx) = tokio::sync::watch::channel(false);
+    let checkpoints = tokio::spawn(checkpointer::run(
+        state.store.clone(),
+        state.signer.clone(),
+        state.pipeline.clone(),
+        state.config.checkpoints,
+        stop_rx.clone(),
+    ));
+    let watcher = tokio::spawn(watch_policies(state.clone(), stop_rx));
+
+    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let signal = shutdown.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { signal.notified().await })
+        .await
+        .context("HTTP server failed")?;
+
+    // Every request has been answered; write whatever is still queued, then seal it.
+    state.pipeline.shutdown().await;
+    let _ = stop_background.send(true);
+    let _ = checkpoints.await;
+    let _ = watcher.await;
+    if let Err(e) = checkpointer::checkpoint_all(state.store.as_ref(), &state.signer).await {
+        tracing::warn!(error = %e, "final checkpoint failed");
+    }
+    Ok(())
+}
+
+/// Polls the policy directory (and reloads at once on SIGHUP).
+async fn watch_policies(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    if state.policies.dir.is_none() {
+        let _ = stop.changed().await;
+        return;
+    }
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut tick = tokio::time::interval(state.config.policy_poll);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        #[cfg(unix)]
+        let hup_signal = async {
+            match hup.as_mut() {
+                Some(h) => {
+                    h.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hup_signal = std::future::pending::<()>();
+        let force = tokio::select! {
+            _ = stop.changed() => return,
+            _ = tick.tick() => false,
+            _ = hup_signal => true,
+        };
+        let runtime = state.policies.clone();
+        let outcome = tokio::task::spawn_blocking(move || runtime.reload_dir(force)).await;
+        let Ok(outcome) = outcome else { continue };
+        record_reload(&state, outcome).await;
+    }
+}
+
+async fn record_reload(state: &AppState, outcome: Reload) {
+    let (event_type, tenants, payload) = match outcome {
+        Reload::Unchanged => return,
+        Reload::Applied {
+            files,
+            policies,
+            hash,
+            tenants,
+        } => {
+            state.metrics.policy_reloads.inc();
+            tracing::info!(files, policies, %hash, "policy directory reloaded");
+            (
+                catalog::POLICY_RELOADED,
+                tenants,
+                json!({"files": files, "policies": policies, "content_hash": hash}),
+            )
+        }
+        Reload::Failed { errors, tenants } => {
+            state.metrics.policy_reload_failures.inc();
+            for e in &errors {
+                tracing::error!(error = %e, "policy change refused; previous policies stay in force");
+            }
+            (
+                catalog::POLICY_RELOAD_FAILED,
+                tenants,
+                json!({"errors": errors}),
+            )
+        }
+    };
+    for tenant in tenants {
+        let actor = Actor {
+            role: Some("system".into()),
+            ..Default::default()
+        };
+        let e = AuditEvent::new(
+            &tenant,
+            &tenant,
+            event_type,
+            "warden.system",
+            actor,
+            payload.clone(),
+        );
+        if let Err(err) = state.pipeline.record(e).await {
+            tracing::error!(error = %err, tenant, "could not record policy reload");
+        }
+    }
+}
+
+/// Resolves when the process is asked to stop (SIGINT or SIGTERM).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// Runs until SIGINT/SIGTERM, then shuts down gracefully.
+pub async fn serve(config: ServerConfig, checkpoint_key: Option<PathBuf>) -> anyhow::Result<()> {
+    let running = start(config, checkpoint_key).await?;
+    tracing::info!(addr = %running.addr, "warden is serving");
+    eprintln!("warden listening on http://{}", running.addr);
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing requests and draining the audit queue");
+    running.stop().await
+}

@@ -1,0 +1,96 @@
+//! Shared server state and the configuration it was built from.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use warden_audit::checkpoint::{CheckpointSigner, CheckpointVerifier};
+use warden_audit::redact::{Redactor, tenant_key};
+use warden_core::metrics::{Counter, Histogram};
+use warden_store::Store;
+use warden_store::checkpointer::CheckpointPolicy;
+use warden_store::pipeline::{AuditPipeline, PipelineConfig};
+
+use crate::policies::PolicyRuntime;
+use crate::tokens::TokenCache;
+
+/// Largest request body accepted by default (2 MiB): room for a batch of 1,000 decisions.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+/// Most items in one batch (`/authorize/batch`, `/events`).
+pub const MAX_BATCH_ITEMS: usize = 1000;
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub listen: String,
+    pub data_dir: PathBuf,
+    pub policies: Option<PathBuf>,
+    pub max_body_bytes: usize,
+    pub pipeline: PipelineConfig,
+    pub checkpoints: CheckpointPolicy,
+    /// How often the policy directory is checked for changes.
+    pub policy_poll: Duration,
+}
+
+impl ServerConfig {
+    pub fn new(data_dir: PathBuf) -> ServerConfig {
+        ServerConfig {
+            listen: "127.0.0.1:8080".into(),
+            data_dir,
+            policies: None,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            pipeline: PipelineConfig::default(),
+            checkpoints: CheckpointPolicy::default(),
+            policy_poll: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    pub decisions_allow: Counter,
+    pub decisions_deny: Counter,
+    pub decisions_ask: Counter,
+    pub decision_errors: Counter,
+    pub decision_latency: std::sync::OnceLock<Histogram>,
+    pub policy_reloads: Counter,
+    pub policy_reload_failures: Counter,
+    pub events_ingested: Counter,
+    pub events_rejected: Counter,
+}
+
+impl Metrics {
+    pub fn decision_latency(&self) -> &Histogram {
+        self.decision_latency.get_or_init(Histogram::latency)
+    }
+    pub fn count(&self, o: warden_core::Outcome) {
+        match o {
+            warden_core::Outcome::Allow => self.decisions_allow.inc(),
+            warden_core::Outcome::Deny => self.decisions_deny.inc(),
+            warden_core::Outcome::ApprovalRequired => self.decisions_ask.inc(),
+        }
+    }
+}
+
+pub struct Inner {
+    pub config: ServerConfig,
+    pub store: Arc<dyn Store>,
+    pub pipeline: Arc<AuditPipeline>,
+    pub policies: Arc<PolicyRuntime>,
+    pub tokens: TokenCache,
+    pub redaction_master: [u8; 32],
+    pub signer: Arc<CheckpointSigner>,
+    pub metrics: Metrics,
+    pub started: Instant,
+}
+
+pub type AppState = Arc<Inner>;
+
+impl Inner {
+    pub fn redactor(&self, tenant: &str) -> Redactor {
+        Redactor::new(tenant_key(&self.redaction_master, tenant))
+    }
+
+    pub fn verifier(&self) -> CheckpointVerifier {
+        self.signer.verifier()
+    }
+}

@@ -1,0 +1,96 @@
+//! The catalog of event types Warden emits. `docs/audit.md` and the JSON Schema list the same
+//! entries; a test keeps them in step.
+
+/// Which part of Warden emits an event type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Door {
+    /// `POST /api/v1/authorize` and the rest of the REST API.
+    Api,
+    /// The MCP gateway.
+    Gateway,
+    /// Administrative actions from the API or the CLI.
+    Admin,
+    /// Warden itself (policy reloads, checkpoints).
+    System,
+}
+
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct EventType {
+    pub name: &'static str,
+    pub description: &'static str,
+    /// What the event's `namespace` refers to.
+    pub scope: &'static str,
+    pub door: Door,
+}
+
+pub const AUTHZ_DECISION: &str = "authz.decision";
+pub const TENANT_CREATED: &str = "tenant.created";
+pub const TOKEN_CREATED: &str = "token.created";
+pub const TOKEN_REVOKED: &str = "token.revoked";
+pub const POLICY_UPDATED: &str = "policy.updated";
+pub const POLICY_DELETED: &str = "policy.deleted";
+pub const POLICY_RELOADED: &str = "policy.reloaded";
+pub const POLICY_RELOAD_FAILED: &str = "policy.reload_failed";
+pub const EVENTS_INGESTED: &str = "audit.ingested";
+
+pub const CATALOG: &[EventType] = &[
+    EventType {
+        name: AUTHZ_DECISION,
+        description: "A decision made for one action through the decision API: principal, action, resource, outcome, determining policies, obligations and warnings; the payload holds the redacted request context.",
+        scope: "the namespace the action was requested in",
+        door: Door::Api,
+    },
+    EventType {
+        name: TENANT_CREATED,
+        description: "A tenant came into existence (first token created for it).",
+        scope: "the tenant's root namespace",
+        door: Door::Admin,
+    },
+    EventType {
+        name: TOKEN_CREATED,
+        description: "An API token was created: its id, role, agent, on-behalf-of user, namespace scope and expiry (never the secret).",
+        scope: "the token's namespace scope, or the tenant root",
+        door: Door::Admin,
+    },
+    EventType {
+        name: TOKEN_REVOKED,
+        description: "An API token was revoked.",
+        scope: "the token's namespace scope, or the tenant root",
+        door: Door::Admin,
+    },
+    EventType {
+        name: POLICY_UPDATED,
+        description: "The API-managed policy text of a namespace was set: new version, author and a unified diff from the previous text.",
+        scope: "the namespace the policies are attached to",
+        door: Door::Admin,
+    },
+    EventType {
+        name: POLICY_DELETED,
+        description: "The API-managed policy text of a namespace was removed.",
+        scope: "the namespace the policies were attached to",
+        door: Door::Admin,
+    },
+    EventType {
+        name: POLICY_RELOADED,
+        description: "The policy directory was (re)loaded and a new set is in force: file count, policy count and content hash.",
+        scope: "the tenant root",
+        door: Door::System,
+    },
+    EventType {
+        name: POLICY_RELOAD_FAILED,
+        description: "A change to the policy directory was refused (parse or validation errors with file:line); the previous set stays in force.",
+        scope: "the tenant root",
+        door: Door::System,
+    },
+    EventType {
+        name: EVENTS_INGESTED,
+        description: "Not emitted itself: ingested CloudEvents keep their own `type` and `source`; this entry documents that such events are stored with the producer's type.",
+        scope: "the namespace named by the CloudEvent's `warden_namespace` extension, or the tenant root",
+        door: Door::Api,
+    },
+];
+
+pub fn lookup(name: &str) -> Option<&'static EventType> {
+    CATALOG.iter().find(|e| e.name == name)
+}

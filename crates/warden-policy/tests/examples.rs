@@ -1,0 +1,111 @@
+//! The example policy directory used by the quickstart decides as documented.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use warden_core::Outcome;
+use warden_policy::Engine;
+
+fn example_engine() -> Engine {
+    Engine::build(
+        vec![
+            source(
+                "acme",
+                "acme/base.cedar",
+                include_str!("../../../examples/policies/acme/base.cedar"),
+            ),
+            source(
+                "acme/platform",
+                "acme/platform/tools.cedar",
+                include_str!("../../../examples/policies/acme/platform/tools.cedar"),
+            ),
+        ],
+        Some(include_str!(
+            "../../../examples/policies/schema.cedarschema"
+        )),
+    )
+    .unwrap_or_else(|errs| panic!("{errs:?}"))
+}
+
+fn claude(tool: &str) -> warden_core::DecisionRequest {
+    let mut req = call_tool("acme/platform/api", tool);
+    req.principal.id = "claude-code".into();
+    req
+}
+
+#[test]
+fn reading_a_file_is_allowed() {
+    let d = example_engine().decide(&claude("github__get_file_contents"));
+    assert_eq!(d.outcome, Outcome::Allow, "{d:?}");
+    assert!(d.reasons.iter().any(|r| r.id == "platform.read-tools"));
+    assert_eq!(d.redact_paths().collect::<Vec<_>>(), ["args.token"]);
+}
+
+#[test]
+fn deleting_a_repository_is_denied_with_a_reason() {
+    let d = example_engine().decide(&claude("github__delete_repository"));
+    assert_eq!(d.outcome, Outcome::Deny, "{d:?}");
+    assert_eq!(ids(&d.reasons), ["acme.no-repository-deletion"]);
+    assert_eq!(d.reasons[0].origin, "acme/base.cedar");
+    assert!(
+        d.reasons[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("irreversible")
+    );
+}
+
+#[test]
+fn a_production_deploy_needs_approval() {
+    let d = example_engine().decide(&with_args(
+        claude("deploy__trigger_deploy"),
+        json!({"environment": "production"}),
+    ));
+    assert_eq!(d.outcome, Outcome::ApprovalRequired, "{d:?}");
+    assert_eq!(ids(&d.reasons), ["platform.production-deploy-ask"]);
+    let d = example_engine().decide(&with_args(
+        claude("deploy__trigger_deploy"),
+        json!({"environment": "staging"}),
+    ));
+    assert_eq!(d.outcome, Outcome::Allow, "{d:?}");
+}
+
+#[test]
+fn after_hours_writes_are_only_reported() {
+    let mut req = claude("github__create_pull_request");
+    req.time = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2025, 6, 7, 23, 0, 0).unwrap();
+    let d = example_engine().decide(&req);
+    assert_eq!(d.outcome, Outcome::ApprovalRequired, "{d:?}");
+    assert_eq!(d.warnings.len(), 1);
+    assert_eq!(d.warnings[0].policy.id, "platform.after-hours-writes");
+    assert_eq!(d.warnings[0].would, Outcome::Deny);
+}
+
+#[test]
+fn critical_tools_are_confined_to_ops_and_secrets_are_never_deleted() {
+    let e = example_engine();
+    let req = with_tool_attrs(claude("k8s__get_pods"), json!({"risk": "critical"}));
+    assert_eq!(e.decide(&req).outcome, Outcome::Deny);
+    let mut ops = req.clone();
+    ops.namespace = warden_core::NamespacePath::parse("acme/ops").unwrap();
+    // Outside acme/platform nothing permits it, but the tenant-wide forbid no longer applies.
+    let d = e.decide(&ops);
+    assert!(d.reasons.is_empty() && d.outcome == Outcome::Deny);
+    let del = request(
+        "acme/platform",
+        ("Agent", "claude-code"),
+        "delete",
+        ("Secret", "db-password"),
+    );
+    let d = e.decide(&del);
+    assert_eq!(ids(&d.reasons), ["acme.secrets-never-deleted"]);
+    let read = request(
+        "acme/platform",
+        ("Agent", "claude-code"),
+        "read",
+        ("Secret", "db-password"),
+    );
+    assert_eq!(e.decide(&read).outcome, Outcome::Allow);
+}

@@ -1,0 +1,95 @@
+//! Warden's system of record.
+//!
+//! Every durable fact — tenants, tokens, API-managed policies, the audit trail with its Merkle
+//! log and checkpoints — goes through the [`Store`] trait. SQLite (WAL, `synchronous=FULL`) is
+//! the embedded default; PostgreSQL implements the same trait for deployments at scale.
+//!
+//! The [`pipeline::AuditPipeline`] sits in front of the store: a bounded queue and a single
+//! writer that commits many events per transaction (group commit) and acknowledges each event
+//! only once its transaction is durable.
+
+pub mod checkpointer;
+pub mod model;
+pub mod pipeline;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use warden_audit::merkle::{Hash, NodeId};
+use warden_core::{AuditEvent, Result, TenantId};
+
+pub use model::*;
+pub use sqlite::SqliteStore;
+
+/// Log levels at and above which perfect-subtree hashes are stored; lower ones are recomputed
+/// from at most 2^level leaf hashes when a proof needs them.
+pub const STORED_NODE_MIN_LEVEL: u8 = 4;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Cheap write probe for `/readyz`: true when a write transaction can be opened.
+    async fn writable(&self) -> Result<()>;
+
+    // --- tenants and tokens -------------------------------------------------------------
+    /// Creates the tenant if it does not exist; true when it was created.
+    async fn ensure_tenant(&self, tenant: &TenantId) -> Result<bool>;
+    async fn insert_token(&self, token: &TokenRecord) -> Result<()>;
+    async fn token_by_secret_hash(&self, secret_sha256: &str) -> Result<Option<TokenRecord>>;
+    async fn list_tokens(&self, tenant: &TenantId) -> Result<Vec<TokenRecord>>;
+    /// Marks a token revoked; `None` when the tenant has no such token.
+    async fn revoke_token(&self, tenant: &TenantId, id: &str) -> Result<Option<TokenRecord>>;
+
+    // --- API-managed policies -----------------------------------------------------------
+    /// Stores a new version of a namespace's policy text (`None` deletes). When `expected`
+    /// is given and the current version differs, nothing is written (`Conflict`).
+    async fn put_policy(&self, change: PolicyChange) -> Result<PolicyVersion>;
+    /// The current text of every namespace of every tenant (deleted ones left out).
+    async fn current_policies(&self) -> Result<Vec<PolicyVersion>>;
+    async fn policy_history(
+        &self,
+        tenant: &TenantId,
+        namespace: Option<&str>,
+    ) -> Result<Vec<PolicyVersion>>;
+
+    // --- audit trail --------------------------------------------------------------------
+    /// Appends a batch in one durable transaction, extending each tenant's Merkle log.
+    /// Events marked `dedupe` whose id is already recorded are skipped (`Duplicate`).
+    async fn append_events(&self, batch: &[NewEvent]) -> Result<Vec<Appended>>;
+    async fn query_events(
+        &self,
+        tenant: &TenantId,
+        filter: &EventFilter,
+        page: PageRequest,
+    ) -> Result<Vec<StoredEvent>>;
+    async fn get_event(&self, tenant: &TenantId, id: &str) -> Result<Option<StoredEvent>>;
+    /// Events of a tenant in log order from `from_seq`, at most `limit` (for verify and export).
+    async fn events_in_order(
+        &self,
+        tenant: &TenantId,
+        from_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>>;
+    /// All tenants that have a log.
+    async fn log_tenants(&self) -> Result<Vec<TenantId>>;
+    /// The tenant's tree size and right frontier.
+    async fn merkle_head(&self, tenant: &TenantId) -> Result<MerkleHead>;
+    /// Hashes of the given perfect subtrees (all must lie inside the current tree).
+    async fn merkle_nodes(&self, tenant: &TenantId, ids: &[NodeId]) -> Result<Vec<(NodeId, Hash)>>;
+    async fn insert_checkpoint(&self, tenant: &TenantId, cp: &StoredCheckpoint) -> Result<()>;
+    async fn checkpoints(&self, tenant: &TenantId) -> Result<Vec<StoredCheckpoint>>;
+    async fn latest_checkpoint(&self, tenant: &TenantId) -> Result<Option<StoredCheckpoint>>;
+}
+
+/// Convenience for callers that record one event outside the pipeline (the CLI).
+pub async fn append_one(store: &dyn Store, event: AuditEvent) -> Result<u64> {
+    match store
+        .append_events(&[NewEvent {
+            event,
+            dedupe: false,
+        }])
+        .await?
+        .pop()
+    {
+        Some(Appended::Stored { seq }) => Ok(seq),
+        _ => Err(warden_core::Error::internal("event was not appended")),
+    }
+}

@@ -1,0 +1,229 @@
+//! The audit pipeline: bounded queue → one writer with group commit → system of record.
+//!
+//! A caller's event is acknowledged only after the transaction holding it has committed
+//! (`synchronous=FULL` on SQLite), so an acknowledged event survives a crash. Many events
+//! share one transaction and one fsync, which is where the throughput comes from. When the
+//! queue is full the caller is told to come back later (503 + Retry-After) instead of memory
+//! growing without bound; when the store fails, every caller in the batch gets an error and
+//! nothing proceeds unrecorded.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Mutex, Notify, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use warden_core::metrics::{Counter, Histogram};
+use warden_core::{AuditEvent, Error, Result};
+
+use crate::{Appended, NewEvent, Store};
+
+#[derive(Clone, Copy, Debug)]
+pub struct PipelineConfig {
+    /// Events waiting to be written; beyond this, callers get 503 with Retry-After.
+    pub queue_capacity: usize,
+    /// Most events committed in one transaction.
+    pub max_batch: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            queue_capacity: 50_000,
+            max_batch: 4_096,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct PipelineStats {
+    pub queue_depth: AtomicI64,
+    pub appended: Counter,
+    pub duplicates: Counter,
+    pub batches: Counter,
+    pub failures: Counter,
+    pub rejected_full: Counter,
+    append_latency: std::sync::OnceLock<Histogram>,
+}
+
+impl PipelineStats {
+    /// Time from a batch's start of write to its commit.
+    pub fn append_latency(&self) -> &Histogram {
+        self.append_latency.get_or_init(Histogram::latency)
+    }
+}
+
+struct Job {
+    event: NewEvent,
+    ack: oneshot::Sender<Result<Appended>>,
+}
+
+pub struct AuditPipeline {
+    sender: mpsc::Sender<Job>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    stats: Arc<PipelineStats>,
+    /// Woken after each committed batch (the checkpointer listens).
+    pub committed: Arc<Notify>,
+    closed: Arc<AtomicBool>,
+}
+
+impl AuditPipeline {
+    pub fn start(store: Arc<dyn Store>, config: PipelineConfig) -> AuditPipeline {
+        let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+        let stats = Arc::new(PipelineStats::default());
+        let committed = Arc::new(Notify::new());
+        let closed = Arc::new(AtomicBool::new(false));
+        let writer = tokio::spawn(write_loop(
+            store,
+            rx,
+            config.max_batch.max(1),
+            stats.clone(),
+            committed.clone(),
+            closed.clone(),
+        ));
+        AuditPipeline {
+            sender: tx,
+            writer: Mutex::new(Some(writer)),
+            stats,
+            committed,
+            closed,
+        }
+    }
+
+    pub fn stats(&self) -> &PipelineStats {
+        &self.stats
+    }
+
+    /// Records one event; returns once it is durable.
+    pub async fn record(&self, event: AuditEvent) -> Result<Appended> {
+        let mut acks = self.enqueue(vec![NewEvent {
+            event,
+            dedupe: false,
+        }])?;
+        await_ack(acks.pop().expect("one ack")).await
+    }
+
+    /// Records many events; all enter the queue or none does. Each gets its own result.
+    pub async fn record_many(&self, events: Vec<NewEvent>) -> Result<Vec<Result<Appended>>> {
+        let acks = self.enqueue(events)?;
+        let mut out = Vec::with_capacity(acks.len());
+        for a in acks {
+            out.push(await_ack(a).await);
+        }
+        Ok(out)
+    }
+
+    fn enqueue(&self, events: Vec<NewEvent>) -> Result<Vec<oneshot::Receiver<Result<Appended>>>> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::unavailable(
+                "Warden is shutting down; retry on another node",
+                Some(Duration::from_secs(1)),
+            ));
+        }
+        if events.is_empty() {
+            return Ok(vec![]);
+        }
+        let permits = self
+            .sender
+            .try_reserve_many(events.len())
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    self.stats.rejected_full.inc();
+                    Error::unavailable(
+                        "the audit queue is full; retry shortly",
+                        Some(Duration::from_secs(1)),
+                    )
+                }
+                mpsc::error::TrySendError::Closed(_) => Error::unavailable(
+                    "the audit pipeline is stopped",
+                    Some(Duration::from_secs(1)),
+                ),
+            })?;
+        let mut acks = Vec::with_capacity(events.len());
+        self.stats
+            .queue_depth
+            .fetch_add(events.len() as i64, Ordering::Relaxed);
+        for (permit, event) in permits.zip(events) {
+            let (ack, rx) = oneshot::channel();
+            permit.send(Job { event, ack });
+            acks.push(rx);
+        }
+        Ok(acks)
+    }
+
+    /// Stops taking events, writes everything already queued, and waits for the writer.
+    pub async fn shutdown(&self) {
+        self.closed.store(true, Ordering::Release);
+        if let Some(w) = self.writer.lock().await.take() {
+            let _ = w.await;
+        }
+    }
+}
+
+async fn await_ack(rx: oneshot::Receiver<Result<Appended>>) -> Result<Appended> {
+    rx.await.unwrap_or_else(|_| {
+        Err(Error::unavailable(
+            "the audit writer stopped before recording",
+            None,
+        ))
+    })
+}
+
+async fn write_loop(
+    store: Arc<dyn Store>,
+    mut rx: mpsc::Receiver<Job>,
+    max_batch: usize,
+    stats: Arc<PipelineStats>,
+    committed: Arc<Notify>,
+    closed: Arc<AtomicBool>,
+) {
+    let mut jobs: Vec<Job> = Vec::with_capacity(max_batch);
+    loop {
+        // Once shutdown is asked for, finish what is queued, then stop.
+        if closed.load(Ordering::Acquire) && rx.is_empty() {
+            break;
+        }
+        match tokio::time::timeout(Duration::from_millis(50), rx.recv()).await {
+            Ok(Some(job)) => jobs.push(job),
+            Ok(None) => break,
+            Err(_) => continue,
+        }
+        while jobs.len() < max_batch {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let batch: Vec<NewEvent> = jobs.iter().map(|j| j.event.clone()).collect();
+        let started = Instant::now();
+        let result = store.append_events(&batch).await;
+        stats.append_latency().observe(started.elapsed());
+        stats
+            .queue_depth
+            .fetch_sub(jobs.len() as i64, Ordering::Relaxed);
+        stats.batches.inc();
+        match result {
+            Ok(outcomes) => {
+                for (job, outcome) in jobs.drain(..).zip(outcomes) {
+                    match outcome {
+                        Appended::Stored { .. } => stats.appended.inc(),
+                        Appended::Duplicate => stats.duplicates.inc(),
+                    }
+                    let _ = job.ack.send(Ok(outcome));
+                }
+                committed.notify_waiters();
+            }
+            Err(e) => {
+                stats.failures.inc();
+                tracing::error!(error = %e, events = jobs.len(), "audit batch could not be recorded");
+                let msg = format!("the audit trail cannot record right now: {e}");
+                for job in jobs.drain(..) {
+                    let _ = job.ack.send(Err(Error::unavailable(
+                        msg.clone(),
+                        Some(Duration::from_secs(1)),
+                    )));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,705 @@
+//! The embedded store: one SQLite file in WAL mode with `synchronous=FULL`, so a committed
+//! transaction is on disk before the commit returns — that is what "acknowledged" means.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use warden_audit::index::IndexedColumns;
+use warden_audit::merkle::{CompactRange, Hash, NodeId, leaf_hash, node_hash};
+use warden_core::event::EventHeader;
+use warden_core::{AuditEvent, Error, NamespacePath, Result, Role, TenantId};
+
+use crate::model::*;
+use crate::{STORED_NODE_MIN_LEVEL, Store};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Rows per multi-row INSERT: 17 columns × 1,000 stays below SQLite's 32,766 variables.
+const INSERT_CHUNK: usize = 1000;
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and applies pending migrations.
+    pub async fn open(path: &Path) -> Result<SqliteStore> {
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+            .map_err(|e| Error::internal(format!("bad database path {}: {e}", path.display())))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .min_connections(1)
+            .connect_with(opts)
+            .await
+            .map_err(|e| {
+                Error::unavailable(
+                    format!("cannot open database {}: {e}", path.display()),
+                    None,
+                )
+            })?;
+        MIGRATOR.run(&pool).await.map_err(|e| {
+            Error::internal(format!(
+                "database migration failed for {}: {e}",
+                path.display()
+            ))
+        })?;
+        Ok(SqliteStore { pool })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+/// Any database failure makes the caller's request unanswerable now; the door turns it into
+/// 503 so that nothing proceeds unrecorded.
+fn db_err(e: sqlx::Error) -> Error {
+    if let sqlx::Error::Database(db) = &e
+        && db.is_unique_violation()
+    {
+        return Error::Conflict(format!("already exists: {}", db.message()));
+    }
+    Error::unavailable(
+        format!("the system of record cannot be used: {e}"),
+        Some(Duration::from_secs(1)),
+    )
+}
+
+fn us(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn from_us(v: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(v).unwrap_or_default()
+}
+
+fn hash_from(bytes: &[u8]) -> Result<Hash> {
+    bytes
+        .try_into()
+        .map_err(|_| Error::internal("stored hash is not 32 bytes"))
+}
+
+fn token_from_row(r: &SqliteRow) -> Result<TokenRecord> {
+    let role: String = r.get("role");
+    let ns: Option<String> = r.get("namespace");
+    Ok(TokenRecord {
+        id: r.get("id"),
+        tenant: TenantId::parse(r.get::<&str, _>("tenant"))?,
+        secret_sha256: r.get("secret_sha256"),
+        role: Role::parse(&role)
+            .ok_or_else(|| Error::internal(format!("unknown stored role {role}")))?,
+        agent: r.get("agent"),
+        on_behalf_of: r.get("on_behalf_of"),
+        namespace: ns.as_deref().map(NamespacePath::parse).transpose()?,
+        description: r.get("description"),
+        created_at: from_us(r.get("created_us")),
+        expires_at: r.get::<Option<i64>, _>("expires_us").map(from_us),
+        revoked_at: r.get::<Option<i64>, _>("revoked_us").map(from_us),
+    })
+}
+
+fn policy_from_row(r: &SqliteRow) -> Result<PolicyVersion> {
+    Ok(PolicyVersion {
+        tenant: TenantId::parse(r.get::<&str, _>("tenant"))?,
+        namespace: r.get("namespace"),
+        version: r.get("version"),
+        text: r.get("text"),
+        sha256: r.get("sha256"),
+        author: r.get("author"),
+        message: r.get("message"),
+        created_at: from_us(r.get("created_us")),
+    })
+}
+
+pub(crate) fn event_from_row(r: &SqliteRow) -> Result<StoredEvent> {
+    let header_json: String = r.get("header");
+    let payload_json: Option<String> = r.get("payload");
+    let header: EventHeader = serde_json::from_str(&header_json)
+        .map_err(|e| Error::internal(format!("stored event header does not parse: {e}")))?;
+    let payload = match &payload_json {
+        Some(p) => serde_json::from_str(p)
+            .map_err(|e| Error::internal(format!("stored payload does not parse: {e}")))?,
+        None => serde_json::Value::Null,
+    };
+    let columns = IndexedColumns {
+        id: uuid::Uuid::parse_str(r.get::<&str, _>("id"))
+            .map_err(|e| Error::internal(format!("stored id: {e}")))?,
+        time_micros: r.get("time_us"),
+        namespace: r.get("namespace"),
+        event_type: r.get("event_type"),
+        principal: r.get("principal"),
+        agent: r.get("agent"),
+        on_behalf_of: r.get("on_behalf_of"),
+        session: r.get("session"),
+        action: r.get("action"),
+        resource_type: r.get("resource_type"),
+        resource_id: r.get("resource_id"),
+        outcome: r.get("outcome"),
+    };
+    Ok(StoredEvent {
+        seq: r.get::<i64, _>("seq") as u64,
+        event: AuditEvent { header, payload },
+        header_json,
+        payload_json,
+        leaf_hash: hash_from(r.get::<&[u8], _>("leaf_hash"))?,
+        columns,
+    })
+}
+
+const EVENT_COLUMNS: &str = "seq, id, time_us, namespace, event_type, principal, agent, on_behalf_of, session, \
+     action, resource_type, resource_id, outcome, header, payload, leaf_hash";
+
+struct Row17 {
+    seq: i64,
+    columns: IndexedColumns,
+    header: String,
+    payload: Option<String>,
+    leaf: Hash,
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn writable(&self) -> Result<()> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)?;
+        sqlx::query("SELECT 1")
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.rollback().await.map_err(db_err)
+    }
+
+    async fn ensure_tenant(&self, tenant: &TenantId) -> Result<bool> {
+        let r = sqlx::query(
+            "INSERT INTO tenants (id, created_us) VALUES (?, ?) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(tenant.as_str())
+        .bind(us(Utc::now()))
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn insert_token(&self, t: &TokenRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO tokens (id, tenant, secret_sha256, role, agent, on_behalf_of, namespace, description, \
+             created_us, expires_us, revoked_us) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        )
+        .bind(&t.id)
+        .bind(t.tenant.as_str())
+        .bind(&t.secret_sha256)
+        .bind(t.role.as_str())
+        .bind(&t.agent)
+        .bind(&t.on_behalf_of)
+        .bind(t.namespace.as_ref().map(|n| n.as_str()))
+        .bind(&t.description)
+        .bind(us(t.created_at))
+        .bind(t.expires_at.map(us))
+        .bind(t.revoked_at.map(us))
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn token_by_secret_hash(&self, h: &str) -> Result<Option<TokenRecord>> {
+        let row = sqlx::query("SELECT * FROM tokens WHERE secret_sha256 = ?")
+            .bind(h)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    async fn list_tokens(&self, tenant: &TenantId) -> Result<Vec<TokenRecord>> {
+        let rows = sqlx::query("SELECT * FROM tokens WHERE tenant = ? ORDER BY created_us")
+            .bind(tenant.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    async fn revoke_token(&self, tenant: &TenantId, id: &str) -> Result<Option<TokenRecord>> {
+        sqlx::query(
+            "UPDATE tokens SET revoked_us = COALESCE(revoked_us, ?) WHERE tenant = ? AND id = ?",
+        )
+        .bind(us(Utc::now()))
+        .bind(tenant.as_str())
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let row = sqlx::query("SELECT * FROM tokens WHERE tenant = ? AND id = ?")
+            .bind(tenant.as_str())
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    async fn put_policy(&self, c: PolicyChange) -> Result<PolicyVersion> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)?;
+        let current: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(version) FROM policy_versions WHERE tenant = ? AND namespace = ?",
+        )
+        .bind(c.tenant.as_str())
+        .bind(c.namespace.as_str())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let current = current.unwrap_or(0);
+        if let Some(expected) = c.expected_version
+            && expected != current
+        {
+            return Err(Error::Conflict(format!(
+                "policies of {} are at version {current}, not {expected}; reload and apply your change again",
+                c.namespace
+            )));
+        }
+        let v = PolicyVersion {
+            tenant: c.tenant.clone(),
+            namespace: c.namespace.as_str().to_owned(),
+            version: current + 1,
+            sha256: c
+                .text
+                .as_deref()
+                .map(|t| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(t.as_bytes()))),
+            text: c.text,
+            author: c.author,
+            message: c.message,
+            created_at: Utc::now(),
+        };
+        sqlx::query(
+            "INSERT INTO policy_versions (tenant, namespace, version, text, sha256, author, message, created_us) \
+             VALUES (?,?,?,?,?,?,?,?)",
+        )
+        .bind(v.tenant.as_str())
+        .bind(&v.namespace)
+        .bind(v.version)
+        .bind(&v.text)
+        .bind(&v.sha256)
+        .bind(&v.author)
+        .bind(&v.message)
+        .bind(us(v.created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(v)
+    }
+
+    async fn current_policies(&self) -> Result<Vec<PolicyVersion>> {
+        let rows = sqlx::query(
+            "SELECT p.* FROM policy_versions p JOIN (SELECT tenant, namespace, MAX(version) AS v FROM policy_versions \
+             GROUP BY tenant, namespace) m ON p.tenant = m.tenant AND p.namespace = m.namespace AND p.version = m.v \
+             WHERE p.text IS NOT NULL ORDER BY p.tenant, p.namespace",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(policy_from_row).collect()
+    }
+
+    async fn policy_history(
+        &self,
+        tenant: &TenantId,
+        namespace: Option<&str>,
+    ) -> Result<Vec<PolicyVersion>> {
+        let rows = sqlx::query(
+            "SELECT * FROM policy_versions WHERE tenant = ? AND (? IS NULL OR namespace = ?) \
+             ORDER BY namespace, version DESC",
+        )
+        .bind(tenant.as_str())
+        .bind(namespace)
+        .bind(namespace)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(policy_from_row).collect()
+    }
+
+    async fn append_events(&self, batch: &[NewEvent]) -> Result<Vec<Appended>> {
+        if batch.is_empty() {
+            return Ok(vec![]);
+        }
+        // Group by tenant, keeping arrival order inside each tenant's log.
+        let mut order: Vec<&str> = Vec::new();
+        let mut groups: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, e) in batch.iter().enumerate() {
+            let t = e.event.header.tenant.as_str();
+            groups.entry(t).or_insert_with(|| {
+                order.push(t);
+                Vec::new()
+            });
+            groups.get_mut(t).expect("inserted").push(i);
+        }
+
+        let mut out = vec![Appended::Duplicate; batch.len()];
+        // IMMEDIATE takes the write lock before the head is read, so two writers (the server
+        // and a CLI command) can never extend the same tree from the same head.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)?;
+        for tenant in order {
+            let idxs = &groups[tenant];
+            let existing = existing_ids(&mut tx, tenant, batch, idxs).await?;
+            let head = read_head(&mut tx, tenant).await?;
+            let mut range = CompactRange::from_frontier(head.size, head.frontier).map_err(|e| {
+                Error::internal(format!("merkle head of {tenant} is corrupt: {e:?}"))
+            })?;
+            let mut seen: HashSet<uuid::Uuid> = HashSet::new();
+            let mut rows = Vec::with_capacity(idxs.len());
+            let mut nodes: Vec<(NodeId, Hash)> = Vec::new();
+            for &i in idxs {
+                let ev = &batch[i];
+                let id = ev.event.header.id;
+                if ev.dedupe && (existing.contains(&id.to_string()) || !seen.insert(id)) {
+                    continue;
+                }
+                let header = String::from_utf8(ev.event.header.canonical_bytes())
+                    .expect("canonical JSON is UTF-8");
+                let leaf = leaf_hash(header.as_bytes());
+                let seq = range.size();
+                for (node, h) in range.append(leaf) {
+                    if node.level >= STORED_NODE_MIN_LEVEL {
+                        nodes.push((node, h));
+                    }
+                }
+                let payload = match &ev.event.payload {
+                    serde_json::Value::Null => None,
+                    p => Some(serde_json::to_string(p).expect("payload serializes")),
+                };
+                rows.push(Row17 {
+                    seq: seq as i64,
+                    columns: IndexedColumns::of(&ev.event.header),
+                    header,
+                    payload,
+                    leaf,
+                });
+                out[i] = Appended::Stored { seq };
+            }
+            for chunk in rows.chunks(INSERT_CHUNK) {
+                let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+                    "INSERT INTO audit_events (tenant, {EVENT_COLUMNS}) "
+                ));
+                qb.push_values(chunk, |mut b, r| {
+                    let c = &r.columns;
+                    b.push_bind(tenant)
+                        .push_bind(r.seq)
+                        .push_bind(c.id.to_string())
+                        .push_bind(c.time_micros)
+                        .push_bind(c.namespace.clone())
+                        .push_bind(c.event_type.clone())
+                        .push_bind(c.principal.clone())
+                        .push_bind(c.agent.clone())
+                        .push_bind(c.on_behalf_of.clone())
+                        .push_bind(c.session.clone())
+                        .push_bind(c.action.clone())
+                        .push_bind(c.resource_type.clone())
+                        .push_bind(c.resource_id.clone())
+                        .push_bind(c.outcome.clone())
+                        .push_bind(r.header.clone())
+                        .push_bind(r.payload.clone())
+                        .push_bind(r.leaf.to_vec());
+                });
+                qb.build().execute(&mut *tx).await.map_err(db_err)?;
+            }
+            for chunk in nodes.chunks(INSERT_CHUNK) {
+                let mut qb: QueryBuilder<Sqlite> =
+                    QueryBuilder::new("INSERT INTO merkle_nodes (tenant, level, idx, hash) ");
+                qb.push_values(chunk, |mut b, (n, h)| {
+                    b.push_bind(tenant)
+                        .push_bind(n.level as i64)
+                        .push_bind(n.index as i64)
+                        .push_bind(h.to_vec());
+                });
+                qb.build().execute(&mut *tx).await.map_err(db_err)?;
+            }
+            if !rows.is_empty() {
+                let frontier: Vec<u8> = range.frontier().concat();
+                sqlx::query(
+                    "INSERT INTO merkle_heads (tenant, size, frontier) VALUES (?, ?, ?) \
+                     ON CONFLICT (tenant) DO UPDATE SET size = excluded.size, frontier = excluded.frontier",
+                )
+                .bind(tenant)
+                .bind(range.size() as i64)
+                .bind(frontier)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            }
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(out)
+    }
+
+    async fn query_events(
+        &self,
+        tenant: &TenantId,
+        f: &EventFilter,
+        page: PageRequest,
+    ) -> Result<Vec<StoredEvent>> {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+            "SELECT {EVENT_COLUMNS} FROM audit_events WHERE tenant = "
+        ));
+        qb.push_bind(tenant.as_str().to_owned());
+        if let Some(t) = f.from {
+            qb.push(" AND time_us >= ").push_bind(us(t));
+        }
+        if let Some(t) = f.to {
+            qb.push(" AND time_us < ").push_bind(us(t));
+        }
+        if let Some(ns) = &f.namespace {
+            // Subtree as a range, not LIKE: '_' is legal in namespace names and a LIKE wildcard.
+            qb.push(" AND (namespace = ")
+                .push_bind(ns.as_str().to_owned());
+            qb.push(" OR (namespace >= ").push_bind(format!("{ns}/"));
+            qb.push(" AND namespace < ")
+                .push_bind(format!("{ns}0"))
+                .push("))");
+        }
+        let eq = [
+            ("event_type", &f.event_type),
+            ("agent", &f.agent),
+            ("on_behalf_of", &f.on_behalf_of),
+            ("session", &f.session),
+            ("action", &f.action),
+            ("resource_type", &f.resource_type),
+            ("resource_id", &f.resource_id),
+            ("outcome", &f.outcome),
+        ];
+        for (col, v) in eq {
+            if let Some(v) = v {
+                qb.push(format!(" AND {col} = ")).push_bind(v.clone());
+            }
+        }
+        if let Some(after) = page.after_seq {
+            qb.push(if page.oldest_first {
+                " AND seq > "
+            } else {
+                " AND seq < "
+            })
+            .push_bind(after as i64);
+        }
+        qb.push(if page.oldest_first {
+            " ORDER BY seq ASC"
+        } else {
+            " ORDER BY seq DESC"
+        });
+        qb.push(" LIMIT ").push_bind(page.limit as i64);
+        let rows = qb.build().fetch_all(&self.pool).await.map_err(db_err)?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn get_event(&self, tenant: &TenantId, id: &str) -> Result<Option<StoredEvent>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {EVENT_COLUMNS} FROM audit_events WHERE tenant = ? AND id = ?"
+        )))
+        .bind(tenant.as_str())
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        row.as_ref().map(event_from_row).transpose()
+    }
+
+    async fn events_in_order(
+        &self,
+        tenant: &TenantId,
+        from_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {EVENT_COLUMNS} FROM audit_events WHERE tenant = ? AND seq >= ? ORDER BY seq LIMIT ?"
+        )))
+        .bind(tenant.as_str())
+        .bind(from_seq as i64)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn log_tenants(&self) -> Result<Vec<TenantId>> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT tenant FROM merkle_heads UNION SELECT DISTINCT tenant FROM audit_events ORDER BY 1",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(|t| TenantId::parse(t)).collect()
+    }
+
+    async fn merkle_head(&self, tenant: &TenantId) -> Result<MerkleHead> {
+        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        read_head(&mut conn, tenant.as_str()).await
+    }
+
+    async fn merkle_nodes(&self, tenant: &TenantId, ids: &[NodeId]) -> Result<Vec<(NodeId, Hash)>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if id.level >= STORED_NODE_MIN_LEVEL {
+                let h: Option<Vec<u8>> = sqlx::query_scalar(
+                    "SELECT hash FROM merkle_nodes WHERE tenant = ? AND level = ? AND idx = ?",
+                )
+                .bind(tenant.as_str())
+                .bind(id.level as i64)
+                .bind(id.index as i64)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_err)?;
+                let h = h.ok_or_else(|| {
+                    Error::internal(format!("merkle node {id:?} of {tenant} is missing"))
+                })?;
+                out.push((*id, hash_from(&h)?));
+            } else {
+                let width = 1u64 << id.level;
+                let start = id.index * width;
+                let leaves: Vec<Vec<u8>> = sqlx::query_scalar(
+                    "SELECT leaf_hash FROM audit_events WHERE tenant = ? AND seq >= ? AND seq < ? ORDER BY seq",
+                )
+                .bind(tenant.as_str())
+                .bind(start as i64)
+                .bind((start + width) as i64)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err)?;
+                if leaves.len() as u64 != width {
+                    return Err(Error::internal(format!(
+                        "leaves for merkle node {id:?} of {tenant} are missing"
+                    )));
+                }
+                let mut level: Vec<Hash> =
+                    leaves.iter().map(|l| hash_from(l)).collect::<Result<_>>()?;
+                while level.len() > 1 {
+                    level = level.chunks(2).map(|p| node_hash(&p[0], &p[1])).collect();
+                }
+                out.push((*id, level[0]));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn insert_checkpoint(&self, tenant: &TenantId, cp: &StoredCheckpoint) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO checkpoints (tenant, size, root, time_us, note) VALUES (?,?,?,?,?) \
+             ON CONFLICT (tenant, size) DO NOTHING",
+        )
+        .bind(tenant.as_str())
+        .bind(cp.size as i64)
+        .bind(cp.root.to_vec())
+        .bind(us(cp.time))
+        .bind(&cp.note)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn checkpoints(&self, tenant: &TenantId) -> Result<Vec<StoredCheckpoint>> {
+        let rows = sqlx::query("SELECT * FROM checkpoints WHERE tenant = ? ORDER BY size")
+            .bind(tenant.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(checkpoint_from_row).collect()
+    }
+
+    async fn latest_checkpoint(&self, tenant: &TenantId) -> Result<Option<StoredCheckpoint>> {
+        let row =
+            sqlx::query("SELECT * FROM checkpoints WHERE tenant = ? ORDER BY size DESC LIMIT 1")
+                .bind(tenant.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_err)?;
+        row.as_ref().map(checkpoint_from_row).transpose()
+    }
+}
+
+fn checkpoint_from_row(r: &SqliteRow) -> Result<StoredCheckpoint> {
+    Ok(StoredCheckpoint {
+        size: r.get::<i64, _>("size") as u64,
+        root: hash_from(r.get::<&[u8], _>("root"))?,
+        time: from_us(r.get("time_us")),
+        note: r.get("note"),
+    })
+}
+
+async fn read_head(conn: &mut sqlx::SqliteConnection, tenant: &str) -> Result<MerkleHead> {
+    let row = sqlx::query("SELECT size, frontier FROM merkle_heads WHERE tenant = ?")
+        .bind(tenant)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    let Some(row) = row else {
+        return Ok(MerkleHead::default());
+    };
+    let frontier: &[u8] = row.get("frontier");
+    if frontier.len() % 32 != 0 {
+        return Err(Error::internal(format!(
+            "merkle head of {tenant} is corrupt"
+        )));
+    }
+    Ok(MerkleHead {
+        size: row.get::<i64, _>("size") as u64,
+        frontier: frontier.chunks(32).map(hash_from).collect::<Result<_>>()?,
+    })
+}
+
+async fn existing_ids(
+    conn: &mut sqlx::SqliteConnection,
+    tenant: &str,
+    batch: &[NewEvent],
+    idxs: &[usize],
+) -> Result<HashSet<String>> {
+    let ids: Vec<String> = idxs
+        .iter()
+        .filter(|&&i| batch[i].dedupe)
+        .map(|&i| batch[i].event.header.id.to_string())
+        .collect();
+    let mut found = HashSet::new();
+    for chunk in ids.chunks(INSERT_CHUNK) {
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new("SELECT id FROM audit_events WHERE tenant = ");
+        qb.push_bind(tenant.to_owned()).push(" AND id IN (");
+        let mut sep = qb.separated(", ");
+        for id in chunk {
+            sep.push_bind(id.clone());
+        }
+        qb.push(")");
+        let rows: Vec<String> = qb
+            .build_query_scalar()
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        found.extend(rows);
+    }
+    Ok(found)
+}

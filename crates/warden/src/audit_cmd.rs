@@ -1,0 +1,246 @@
+//! `warden audit verify` and `warden audit export`, reading the store directly (offline).
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Subcommand;
+use warden_audit::checkpoint::CheckpointVerifier;
+use warden_audit::merkle::CompactRange;
+use warden_audit::verify::{LogVerifier, StoredCheckpoint, StoredEvent};
+use warden_core::{NamespacePath, TenantId};
+use warden_store::{EventFilter, PageRequest, Store};
+
+use crate::token_cmd::StoreArgs;
+
+const PAGE: u32 = 5000;
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Recompute every tenant's Merkle log and check every checkpoint signature.
+    Verify {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Public key file [default: DATA_DIR/keys/checkpoint.pub].
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+    },
+    /// Write every matching event as NDJSON, oldest first.
+    Export {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        tenant: String,
+        /// A namespace and everything below it.
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Event type, e.g. authz.decision.
+        #[arg(long = "type")]
+        event_type: Option<String>,
+        /// RFC 3339 lower bound (inclusive).
+        #[arg(long)]
+        from: Option<chrono::DateTime<chrono::Utc>>,
+        /// RFC 3339 upper bound (exclusive).
+        #[arg(long)]
+        to: Option<chrono::DateTime<chrono::Utc>>,
+        #[arg(long)]
+        agent: Option<String>,
+        #[arg(long)]
+        decision: Option<String>,
+        /// Output file [default: stdout].
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+}
+
+pub async fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        AuditCommand::Verify {
+            store: args,
+            tenant,
+            public_key,
+        } => {
+            let key_path = public_key
+                .unwrap_or_else(|| args.data_dir.join(warden_api::keys::CHECKPOINT_PUBLIC_KEY));
+            let verifier = match std::fs::read_to_string(&key_path) {
+                Ok(t) => Some(
+                    CheckpointVerifier::from_key_file(t.trim())
+                        .map_err(|e| anyhow::anyhow!("{}: {e:?}", key_path.display()))?,
+                ),
+                Err(_) => {
+                    eprintln!(
+                        "warning: no public key at {}; checkpoint signatures are not checked",
+                        key_path.display()
+                    );
+                    None
+                }
+            };
+            let store = args.open().await?;
+            let tenants = match tenant {
+                Some(t) => vec![TenantId::parse(&t)?],
+                None => store.log_tenants().await?,
+            };
+            let mut failed = false;
+            for t in tenants {
+                match verify_tenant(store.as_ref(), &t, verifier.clone()).await {
+                    Ok(line) => println!("{t}: ok — {line}"),
+                    Err(e) => {
+                        println!("{t}: FAILED — {e}");
+                        failed = true;
+                    }
+                }
+            }
+            Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        AuditCommand::Export {
+            store,
+            tenant,
+            namespace,
+            event_type,
+            from,
+            to,
+            agent,
+            decision,
+            output,
+        } => {
+            let tenant = TenantId::parse(&tenant)?;
+            let filter = EventFilter {
+                from,
+                to,
+                namespace: namespace.as_deref().map(NamespacePath::parse).transpose()?,
+                event_type,
+                agent,
+                outcome: decision,
+                ..Default::default()
+            };
+            let store = store.open().await?;
+            let mut out: Box<dyn Write> = match &output {
+                Some(p) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(p)
+                        .with_context(|| format!("cannot create {}", p.display()))?,
+                )),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+            };
+            let bar = if std::io::stderr().is_terminal() {
+                let b = indicatif::ProgressBar::new_spinner();
+                b.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{spinner} {pos} events exported ({per_sec})",
+                    )
+                    .expect("template"),
+                );
+                b
+            } else {
+                indicatif::ProgressBar::hidden()
+            };
+            let mut cursor = None;
+            let mut n = 0u64;
+            loop {
+                let page = PageRequest {
+                    after_seq: cursor,
+                    limit: PAGE,
+                    oldest_first: true,
+                };
+                let rows = store.query_events(&tenant, &filter, page).await?;
+                let full = rows.len() as u32 == PAGE;
+                for r in &rows {
+                    let view = serde_json::json!({
+                        "seq": r.seq,
+                        "payload_purged": r.payload_json.is_none(),
+                    });
+                    let mut v = serde_json::to_value(&r.event)?;
+                    if let (Some(obj), Some(extra)) = (v.as_object_mut(), view.as_object()) {
+                        obj.extend(extra.clone());
+                    }
+                    serde_json::to_writer(&mut out, &v)?;
+                    out.write_all(b"\n")?;
+                }
+                n += rows.len() as u64;
+                bar.set_position(n);
+                cursor = rows.last().map(|r| r.seq);
+                if !full {
+                    break;
+                }
+            }
+            out.flush()?;
+            bar.finish_and_clear();
+            eprintln!("exported {n} events");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn verify_tenant(
+    store: &dyn Store,
+    tenant: &TenantId,
+    verifier: Option<CheckpointVerifier>,
+) -> anyhow::Result<String> {
+    let checkpoints: Vec<StoredCheckpoint> = store
+        .checkpoints(tenant)
+        .await?
+        .into_iter()
+        .map(|c| StoredCheckpoint {
+            size: c.size,
+            root: c.root,
+            note: c.note,
+        })
+        .collect();
+    let mut v = LogVerifier::new(tenant.as_str(), verifier, checkpoints);
+    let mut next = 0u64;
+    loop {
+        let rows = store.events_in_order(tenant, next, PAGE).await?;
+        let full = rows.len() as u32 == PAGE;
+        for r in rows {
+            next = r.seq + 1;
+            v.event(StoredEvent {
+                seq: r.seq,
+                leaf_hash: r.leaf_hash,
+                header_json: r.header_json,
+                payload_json: r.payload_json,
+                columns: r.columns,
+            })
+            .map_err(|f| anyhow::anyhow!("{f}"))?;
+        }
+        if !full {
+            break;
+        }
+    }
+    let summary = v.finish().map_err(|f| anyhow::anyhow!("{f}"))?;
+    // The stored head must describe exactly the events found: a head larger than the log
+    // means events were removed from the tail after the last checkpoint.
+    let head = store.merkle_head(tenant).await?;
+    if head.size != summary.events {
+        anyhow::bail!(
+            "the log head records {} events but {} were found: events are missing or were added outside Warden",
+            head.size,
+            summary.events
+        );
+    }
+    let head_root = CompactRange::from_frontier(head.size, head.frontier)
+        .map_err(|e| anyhow::anyhow!("corrupt head: {e:?}"))?
+        .root();
+    if head_root != summary.root {
+        anyhow::bail!("the log head's root does not match the recomputed root");
+    }
+    Ok(format!(
+        "{} events, {} checkpoints verified (signatures {}), {} payloads purged, {} events after the last checkpoint, root {}",
+        summary.events,
+        summary.checkpoints_verified,
+        if summary.signatures_checked {
+            "checked"
+        } else {
+            "NOT checked"
+        },
+        summary.payloads_purged,
+        summary.events_after_last_checkpoint,
+        hex::encode(summary.root)
+    ))
+}

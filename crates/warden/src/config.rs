@@ -1,0 +1,99 @@
+//! `warden serve` settings: command-line flag, then `WARDEN_*` environment variable, then
+//! the TOML file given by `--config`, then the default.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use serde::Deserialize;
+use warden_api::ServerConfig;
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (flags and environment win over it).
+    #[arg(long, env = "WARDEN_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "WARDEN_LISTEN")]
+    listen: Option<String>,
+    /// Folder for the database, keys and everything else that must persist [default: ./warden-data].
+    #[arg(long, env = "WARDEN_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Policy directory: POLICIES/<namespace path>/*.cedar, watched for changes.
+    #[arg(long, env = "WARDEN_POLICIES")]
+    policies: Option<PathBuf>,
+    /// Ed25519 checkpoint signing key file [default: DATA_DIR/keys/checkpoint.key, created if absent].
+    #[arg(long, env = "WARDEN_CHECKPOINT_KEY")]
+    checkpoint_key: Option<PathBuf>,
+    /// Largest accepted request body in bytes [default: 2097152].
+    #[arg(long, env = "WARDEN_MAX_BODY_BYTES")]
+    max_body_bytes: Option<usize>,
+    /// Audit events that may wait to be written before requests get 503 [default: 50000].
+    #[arg(long, env = "WARDEN_AUDIT_QUEUE_CAPACITY")]
+    audit_queue_capacity: Option<usize>,
+    /// Sign a checkpoint after this many events [default: 10000].
+    #[arg(long, env = "WARDEN_CHECKPOINT_EVERY_EVENTS")]
+    checkpoint_every_events: Option<u64>,
+    /// Sign a checkpoint at least this often, e.g. 10s [default: 10s].
+    #[arg(long, env = "WARDEN_CHECKPOINT_INTERVAL")]
+    checkpoint_interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    policies: Option<PathBuf>,
+    checkpoint_key: Option<PathBuf>,
+    max_body_bytes: Option<usize>,
+    audit_queue_capacity: Option<usize>,
+    checkpoint_every_events: Option<u64>,
+    checkpoint_interval: Option<String>,
+}
+
+impl ServeArgs {
+    pub fn resolve(self) -> anyhow::Result<(ServerConfig, Option<PathBuf>)> {
+        let file: FileConfig = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config {}", path.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("config {} is not valid", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let data_dir = self
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./warden-data"));
+        let mut c = ServerConfig::new(data_dir);
+        if let Some(l) = self.listen.or(file.listen) {
+            c.listen = l;
+        }
+        c.policies = self.policies.or(file.policies);
+        if let Some(p) = &c.policies
+            && !p.is_dir()
+        {
+            anyhow::bail!("policy directory {} does not exist", p.display());
+        }
+        if let Some(n) = self.max_body_bytes.or(file.max_body_bytes) {
+            c.max_body_bytes = n;
+        }
+        if let Some(n) = self.audit_queue_capacity.or(file.audit_queue_capacity) {
+            c.pipeline.queue_capacity = n.max(1);
+        }
+        if let Some(n) = self
+            .checkpoint_every_events
+            .or(file.checkpoint_every_events)
+        {
+            c.checkpoints.every_events = n.max(1);
+        }
+        if let Some(s) = self.checkpoint_interval.or(file.checkpoint_interval) {
+            c.checkpoints.every = crate::duration::parse(&s).map_err(anyhow::Error::msg)?;
+        }
+        c.policy_poll = Duration::from_secs(1);
+        Ok((c, self.checkpoint_key.or(file.checkpoint_key)))
+    }
+}

@@ -1,0 +1,81 @@
+//! `warden`: one binary for the server and every administrative command.
+
+mod audit_cmd;
+mod config;
+mod duration;
+mod policy_cmd;
+mod token_cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "warden",
+    version,
+    about = "Governance for AI agents: decide, record and prove every agent action."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP server (decision API, audit API, metrics).
+    Serve(config::ServeArgs),
+    /// Create, list and revoke API tokens.
+    #[command(subcommand)]
+    Token(token_cmd::TokenCommand),
+    /// Verify and export the audit trail.
+    #[command(subcommand)]
+    Audit(audit_cmd::AuditCommand),
+    /// Check policies before they go live.
+    #[command(subcommand)]
+    Policy(policy_cmd::PolicyCommand),
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => {
+                let (config, key) = args.resolve()?;
+                warden_api::serve(config, key)
+                    .await
+                    .map(|_| ExitCode::SUCCESS)
+            }
+            Command::Token(cmd) => token_cmd::run(cmd).await,
+            Command::Audit(cmd) => audit_cmd::run(cmd).await,
+            Command::Policy(cmd) => policy_cmd::run(cmd),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

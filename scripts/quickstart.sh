@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Starts Warden on the embedded store with the example policies, creates a few tokens and
+# prints curl lines to try. Data lives in ./warden-data (delete it to start over).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DATA_DIR="${WARDEN_DATA_DIR:-./warden-data}"
+LISTEN="${WARDEN_LISTEN:-127.0.0.1:8080}"
+cargo build --quiet --bin warden
+WARDEN=./target/debug/warden
+
+TOKENS="$DATA_DIR/quickstart-tokens.env"
+if [[ ! -f "$TOKENS" ]]; then
+  mkdir -p "$DATA_DIR"
+  AGENT=$($WARDEN token create --data-dir "$DATA_DIR" --tenant acme --role agent \
+    --agent claude-code --on-behalf-of alice --namespace acme/platform/api --ttl 30d)
+  AUDITOR=$($WARDEN token create --data-dir "$DATA_DIR" --tenant acme --role auditor)
+  ADMIN=$($WARDEN token create --data-dir "$DATA_DIR" --tenant acme --role admin)
+  printf 'AGENT_TOKEN=%s\nAUDITOR_TOKEN=%s\nADMIN_TOKEN=%s\n' "$AGENT" "$AUDITOR" "$ADMIN" > "$TOKENS"
+  chmod 600 "$TOKENS"
+fi
+# shellcheck disable=SC1090
+source "$TOKENS"
+
+cat <<MSG
+
+Warden is starting on http://$LISTEN with the policies in examples/policies.
+Tokens are in $TOKENS. In another terminal:
+
+  source $TOKENS
+
+  # allow: reading a file is a read-only tool
+  curl -s http://$LISTEN/api/v1/authorize -H "Authorization: Bearer \$AGENT_TOKEN" \\
+    -H 'Content-Type: application/json' \\
+    -d '{"action":"call_tool","resource":{"type":"Tool","id":"github__get_file_contents","attributes":{"name":"get_file_contents","server":"github","risk":"low","categories":["read"]}}}'
+
+  # deny: deleting a repository is forbidden everywhere
+  curl -s http://$LISTEN/api/v1/authorize -H "Authorization: Bearer \$AGENT_TOKEN" \\
+    -H 'Content-Type: application/json' \\
+    -d '{"action":"call_tool","resource":{"type":"Tool","id":"github__delete_repository","attributes":{"name":"delete_repository","server":"github","risk":"critical","categories":["delete"]}}}'
+
+  # approval_required: a production deploy needs a person
+  curl -s http://$LISTEN/api/v1/authorize -H "Authorization: Bearer \$AGENT_TOKEN" \\
+    -H 'Content-Type: application/json' \\
+    -d '{"action":"call_tool","resource":{"type":"Tool","id":"deploy__trigger_deploy","attributes":{"name":"trigger_deploy","server":"deploy","risk":"high","categories":["execute"]}},"context":{"args":{"environment":"production"}}}'
+
+  # the audit trail, and its verification
+  curl -s "http://$LISTEN/api/v1/audit/events?limit=3" -H "Authorization: Bearer \$AUDITOR_TOKEN"
+  $WARDEN audit verify --data-dir $DATA_DIR
+
+MSG
+exec $WARDEN serve --data-dir "$DATA_DIR" --listen "$LISTEN" --policies examples/policies
