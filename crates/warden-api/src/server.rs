@@ -100,8 +100,9 @@ pub async fn build_state(
 ) -> anyhow::Result<AppState> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(&database_path(&config.data_dir)).await?);
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open_with(&database_path(&config.data_dir), config.store_busy_timeout).await?,
+    );
     let signer = Arc::new(crate::keys::checkpoint_signer(
         &config.data_dir,
         checkpoint_key.as_deref(),

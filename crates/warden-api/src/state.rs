@@ -29,6 +29,8 @@ pub struct ServerConfig {
     pub checkpoints: CheckpointPolicy,
     /// How often the policy directory is checked for changes.
     pub policy_poll: Duration,
+    /// How long a write waits for the database lock before the request fails with 503.
+    pub store_busy_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -41,6 +43,7 @@ impl ServerConfig {
             pipeline: PipelineConfig::default(),
             checkpoints: CheckpointPolicy::default(),
             policy_poll: Duration::from_secs(1),
+            store_busy_timeout: warden_store::sqlite::DEFAULT_BUSY_TIMEOUT,
         }
     }
 }

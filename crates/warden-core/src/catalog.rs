@@ -94,3 +94,25 @@ pub const CATALOG: &[EventType] = &[
 pub fn lookup(name: &str) -> Option<&'static EventType> {
     CATALOG.iter().find(|e| e.name == name)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_catalog_entry_is_documented_and_in_the_schema() {
+        let doc = include_str!("../../../docs/audit.md");
+        for e in CATALOG {
+            assert!(
+                doc.contains(&format!("| `{}` |", e.name)),
+                "{} is missing from docs/audit.md",
+                e.name
+            );
+        }
+        let names: Vec<_> = CATALOG.iter().map(|e| e.name).collect();
+        let mut sorted = names.clone();
+        sorted.dedup();
+        assert_eq!(names.len(), sorted.len(), "duplicate catalog entries");
+        assert!(lookup(AUTHZ_DECISION).is_some());
+    }
+}

@@ -24,9 +24,19 @@ pub(crate) struct AnnotationError {
     pub message: String,
 }
 
+const KEYS: [&str; 5] = ["id", "reason", "effect", "mode", "redact"];
+
 pub(crate) fn read(policy: &Policy) -> Result<Annotations, AnnotationError> {
+    // `Policy::annotation(key)` parses `key` on every call; walking them once does not.
+    let mut found: [Option<&str>; 5] = [None; 5];
+    for (k, v) in policy.annotations() {
+        if let Some(i) = KEYS.iter().position(|key| *key == k) {
+            found[i] = Some(v);
+        }
+    }
+    let [id, reason, effect, mode, redact] = found;
     let mut a = Annotations::default();
-    if let Some(id) = policy.annotation("id") {
+    if let Some(id) = id {
         if id.trim().is_empty() {
             return Err(AnnotationError {
                 key: "id",
@@ -35,8 +45,8 @@ pub(crate) fn read(policy: &Policy) -> Result<Annotations, AnnotationError> {
         }
         a.id = Some(id.to_owned());
     }
-    a.reason = policy.annotation("reason").map(str::to_owned);
-    if let Some(effect) = policy.annotation("effect") {
+    a.reason = reason.map(str::to_owned);
+    if let Some(effect) = effect {
         match (effect, policy.effect()) {
             ("ask", Effect::Permit) => a.ask = true,
             ("ask", Effect::Forbid) => {
@@ -56,7 +66,7 @@ pub(crate) fn read(policy: &Policy) -> Result<Annotations, AnnotationError> {
             }
         }
     }
-    if let Some(mode) = policy.annotation("mode") {
+    if let Some(mode) = mode {
         a.mode = match mode {
             "enforce" => PolicyMode::Enforce,
             "warn" => PolicyMode::Warn,
@@ -71,7 +81,7 @@ pub(crate) fn read(policy: &Policy) -> Result<Annotations, AnnotationError> {
             }
         };
     }
-    if let Some(paths) = policy.annotation("redact") {
+    if let Some(paths) = redact {
         for path in paths.split(',').map(str::trim) {
             if path.is_empty()
                 || path

@@ -1,8 +1,12 @@
 //! The engine: built once from policy texts, then asked for decisions concurrently.
 
 use std::collections::HashMap;
+use std::str::FromStr;
 
-use cedar_policy::{Authorizer, Effect, Policy, PolicyId, PolicySet, ValidationMode, Validator};
+use cedar_policy::{Effect, Policy, PolicyId, PolicySet, ValidationMode, Validator};
+use cedar_policy_core::ast::{self, SlotEnv};
+use cedar_policy_core::evaluator::Evaluator;
+use cedar_policy_core::extensions::Extensions;
 use miette::Diagnostic;
 use sha2::{Digest, Sha256};
 use warden_core::{Decision, DecisionRequest, Obligation, Outcome, PolicyMode, PolicyRef, Warning};
@@ -11,7 +15,7 @@ use crate::annotations::{self, Annotations};
 use crate::index::{Entry, Index, Subject};
 use crate::request::{RequestBuilder, WARDEN_CONTEXT_KEYS, reserved_key};
 use crate::schema::{BASE_SCHEMA, CompiledSchema};
-use crate::source::{LineIndex, PolicyError, PolicySource, split_policies};
+use crate::source::{LineIndex, PolicyError, PolicySource, Span, split_policies};
 
 /// One loaded policy, as decisions report it.
 struct Meta {
@@ -27,9 +31,11 @@ struct Meta {
 pub struct Engine {
     schema: CompiledSchema,
     policies: Vec<Meta>,
+    /// Each policy's condition (scope and `when`/`unless` clauses as one expression), by
+    /// policy number; `None` for `@mode("off")` policies, which are never evaluated.
+    conditions: Vec<Option<ast::Expr>>,
     index: Index,
     requests: RequestBuilder,
-    authorizer: Authorizer,
     hash: String,
 }
 
@@ -55,23 +61,17 @@ impl Engine {
 
         for (s, src) in sources.iter().enumerate() {
             let lines = LineIndex::new(&src.text);
-            for (n, span) in split_policies(&src.text).into_iter().enumerate() {
+            let policies = match parse_source(src, &lines) {
+                Ok(p) => p,
+                Err(errs) => {
+                    errors.extend(errs);
+                    continue;
+                }
+            };
+            for (n, (policy, span)) in policies.into_iter().enumerate() {
                 let text = &src.text[span.start..span.end];
                 let number = parsed.len();
-                let policy = match Policy::parse(Some(PolicyId::new(number.to_string())), text) {
-                    Ok(p) => p,
-                    Err(errs) => {
-                        for e in errs.iter() {
-                            errors.push(PolicyError::at(
-                                &src.origin,
-                                &lines,
-                                span.start + label_offset(e),
-                                message(e),
-                            ));
-                        }
-                        continue;
-                    }
-                };
+                let policy = policy.new_id(PolicyId::new(number.to_string()));
                 let ann = match annotations::read(&policy) {
                     Ok(a) => a,
                     Err(e) => {
@@ -135,34 +135,31 @@ impl Engine {
             return Err(errors);
         }
 
-        let mut entries = Vec::with_capacity(parsed.len());
-        let mut policies = Vec::with_capacity(parsed.len());
-        for (n, (policy, meta, _)) in parsed.into_iter().enumerate() {
-            let evaluable = if meta.mode == PolicyMode::Off {
-                None
-            } else {
-                Some(evaluable(&policy, n))
-            };
-            entries.push((sources_ns(&meta), evaluable));
-            policies.push(meta);
-        }
-        let index = Index::build(
-            &schema,
-            entries
-                .iter_mut()
-                .map(|(ns, p)| Entry {
-                    namespace: ns.as_str(),
-                    policy: p.take(),
-                })
-                .collect(),
-        );
+        let entries: Vec<Entry<'_>> = parsed
+            .iter()
+            .map(|(p, m, _)| Entry {
+                namespace: &m.reference.namespace,
+                policy: (m.mode != PolicyMode::Off).then_some(p),
+            })
+            .collect();
+        let index = Index::build(&schema, &entries);
+        drop(entries);
+        // Cedar rebuilds a policy's condition expression each time it evaluates it; building
+        // it once here takes that allocation off every decision.
+        let conditions = parsed
+            .iter()
+            .map(|(p, m, _)| {
+                (m.mode != PolicyMode::Off).then(|| AsRef::<ast::Policy>::as_ref(p).condition())
+            })
+            .collect();
+        let policies = parsed.into_iter().map(|(_, m, _)| m).collect();
         let requests = RequestBuilder::new(schema.types.iter().map(|(n, (_, t))| (n, t)));
         Ok(Engine {
             requests,
             schema,
             policies,
+            conditions,
             index,
-            authorizer: Authorizer::new(),
             hash: content_hash(&sources, schema_extension),
         })
     }
@@ -222,11 +219,7 @@ impl Engine {
             ));
         };
         let action = &self.schema.actions[a as usize];
-        if !action
-            .principals
-            .iter()
-            .any(|t| *t == req.principal.entity_type)
-        {
+        if !action.principals.contains(&req.principal.entity_type) {
             return Err(format!(
                 "principal type {:?} is not allowed for action {:?} (allowed: {})",
                 req.principal.entity_type,
@@ -234,11 +227,7 @@ impl Engine {
                 action.principals.join(", ")
             ));
         }
-        if !action
-            .resources
-            .iter()
-            .any(|t| *t == req.resource.entity_type)
-        {
+        if !action.resources.contains(&req.resource.entity_type) {
             return Err(format!(
                 "resource type {:?} is not allowed for action {:?} (allowed: {})",
                 req.resource.entity_type,
@@ -276,8 +265,8 @@ impl Engine {
             self.subject(&req.principal),
             self.subject(&req.resource),
         );
-        if slice.len == 0 {
-            return decision(Outcome::Deny, slice.len);
+        if slice.is_empty() {
+            return decision(Outcome::Deny, 0);
         }
         let (request, entities) = match self
             .requests
@@ -286,29 +275,34 @@ impl Engine {
             Ok(r) => r,
             Err(e) => {
                 return Decision {
-                    evaluated: slice.len,
+                    evaluated: slice.len(),
                     ..Decision::deny_with_error(e)
                 };
             }
         };
-        let response = self
-            .authorizer
-            .is_authorized(&request, &slice.set, &entities);
-        // Every policy in the slice is evaluated as a permit, so Cedar reports all satisfied
-        // policies as reasons, whatever their effect; the outcome is worked out here.
-        let mut satisfied: Vec<u32> = response.diagnostics().reason().filter_map(number).collect();
-        let mut failed: Vec<(u32, String)> = response
-            .diagnostics()
-            .errors()
-            .filter_map(|e| match e {
-                cedar_policy::AuthorizationError::PolicyEvaluationError(e) => {
-                    number(e.policy_id()).map(|n| (n, e.inner().to_string()))
+        // Each policy's condition is evaluated on its own, so that every satisfied policy is
+        // known whatever its effect (redaction and warnings need them all) and an error is
+        // seen as an error, not skipped as Cedar's authorizer does. Forbid-overrides and the
+        // annotations are applied in `outcome`.
+        let evaluator = Evaluator::new(request, &entities, Extensions::all_available());
+        let no_slots = SlotEnv::new();
+        let mut satisfied: Vec<u32> = Vec::with_capacity(slice.len());
+        let mut failed: Vec<(u32, String)> = Vec::new();
+        for &n in slice.iter() {
+            let Some(condition) = &self.conditions[n as usize] else {
+                continue;
+            };
+            match evaluator.interpret(condition, &no_slots).map(|v| v.value) {
+                Ok(ast::ValueKind::Lit(ast::Literal::Bool(true))) => satisfied.push(n),
+                Ok(ast::ValueKind::Lit(ast::Literal::Bool(false))) => {}
+                // Validation makes conditions boolean; anything else is treated as an error.
+                Ok(other) => {
+                    failed.push((n, format!("condition evaluated to {other}, not a boolean")))
                 }
-            })
-            .collect();
-        satisfied.sort_unstable();
-        failed.sort_unstable_by_key(|(n, _)| *n);
-        self.outcome(&satisfied, &failed, slice.len)
+                Err(e) => failed.push((n, e.to_string())),
+            }
+        }
+        self.outcome(&satisfied, &failed, slice.len())
     }
 
     fn subject<'a>(&self, r: &'a warden_core::Resource) -> Subject<'a> {
@@ -430,27 +424,36 @@ fn decision(outcome: Outcome, evaluated: usize) -> Decision {
     }
 }
 
+/// The policy number a policy was given as its Cedar id.
 fn number(id: &PolicyId) -> Option<u32> {
     AsRef::<str>::as_ref(id).parse().ok()
 }
 
-fn sources_ns(meta: &Meta) -> String {
-    meta.reference.namespace.clone()
-}
-
-/// The form a policy is evaluated in: same scope and conditions, but always a permit and
-/// without annotations, so that Cedar reports every satisfied policy (for a forbid-overrides
-/// decision it would report only the forbids) and Warden applies effects and annotations.
-fn evaluable(policy: &Policy, number: usize) -> Policy {
-    let mut json = policy
-        .to_json()
-        .expect("a parsed static policy converts to JSON");
-    if let Some(obj) = json.as_object_mut() {
-        obj.insert("effect".into(), "permit".into());
-        obj.remove("annotations");
+/// Parses one source, each policy with where it sits in the text. The whole text is parsed
+/// at once, which is much cheaper than policy by policy.
+fn parse_source(
+    src: &PolicySource,
+    lines: &LineIndex<'_>,
+) -> Result<Vec<(Policy, Span)>, Vec<PolicyError>> {
+    let set = PolicySet::from_str(&src.text).map_err(|errs| {
+        errs.iter()
+            .map(|e| PolicyError::at(&src.origin, lines, label_offset(e), message(e)))
+            .collect::<Vec<_>>()
+    })?;
+    let spans = split_policies(&src.text);
+    // Cedar names the policies of a text `policy0`, `policy1`, … in order.
+    let written: Vec<Option<Policy>> = (0..spans.len())
+        .map(|i| set.policy(&PolicyId::new(format!("policy{i}"))).cloned())
+        .collect();
+    if let Some(i) = written.iter().position(Option::is_none) {
+        return Err(vec![PolicyError::at(
+            &src.origin,
+            lines,
+            spans[i].start,
+            "policy templates (with ?principal or ?resource) are not supported; write static policies",
+        )]);
     }
-    Policy::from_json(Some(PolicyId::new(number.to_string())), json)
-        .expect("a policy's own JSON converts back")
+    Ok(written.into_iter().flatten().zip(spans).collect())
 }
 
 fn validate(
@@ -476,7 +479,11 @@ fn validate(
             let id = e.policy_id();
             let (_, _, at) = &parsed[number(id).unwrap_or(0) as usize];
             let src = &sources[at.source];
-            let offset = at.offset + label_offset(e);
+            // Spans are relative to the whole source, which was parsed at once.
+            let offset = e
+                .labels()
+                .and_then(|mut l| l.next())
+                .map_or(at.offset, |l| l.offset());
             // Cedar names the policy by its internal number; the location says which it is.
             let text = message(e);
             let text = text

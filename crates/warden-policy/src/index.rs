@@ -1,25 +1,24 @@
 //! The policy index: which policies can apply to a request, found without evaluating any.
 //!
-//! Cedar evaluates every policy it is handed, so its cost grows with the policy set. The
-//! index narrows a tenant's policies to those attached to the request's namespace chain
-//! whose scope names the request's action (or no action), and names the request's
-//! principal and resource, their types, or no particular one. Only that slice is evaluated.
-//! The slice for a given namespace, action and resource is the same for every request, so
-//! its Cedar `PolicySet` is built once and cached.
+//! Evaluation cost grows with the policies evaluated, so the index narrows a tenant's
+//! policies to those attached to the request's namespace chain whose scope names the
+//! request's action (or no action), and names the request's principal and resource, their
+//! types, or no particular one. Only that slice is evaluated. The slice for a given
+//! namespace, action, principal and resource is the same for every request, so it is
+//! computed once and cached.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use cedar_policy::{
-    ActionConstraint, EntityTypeName, EntityUid, Policy, PolicySet, PrincipalConstraint,
-    ResourceConstraint,
+    ActionConstraint, EntityTypeName, EntityUid, Policy, PrincipalConstraint, ResourceConstraint,
 };
 
 use crate::schema::CompiledSchema;
 
-/// How many slices are kept; past it the cache starts over. Each slice is small (it is a
-/// handful of shared policies), so this bounds memory for tenants with many resources.
-const SLICE_CACHE_CAP: usize = 8192;
+/// How many slices are kept; past it the cache starts over. A slice is a short list of
+/// policy numbers, so this bounds memory for tenants with many principals and resources.
+const SLICE_CACHE_CAP: usize = 16_384;
 
 /// How a policy's scope names the principal or the resource.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -55,32 +54,36 @@ struct SliceKey {
 
 const NONE: u32 = u32::MAX;
 
-/// The policies that can apply to one kind of request, ready for Cedar.
-pub(crate) struct Slice {
-    pub set: PolicySet,
-    pub len: usize,
-}
+/// The policies that can apply to one kind of request, by policy number, in source order.
+pub(crate) type Slice = [u32];
 
-pub(crate) struct Index {
-    namespaces: HashMap<String, u32>,
-    nodes: Vec<NamespaceNode>,
-    /// Resource uids named in some policy scope: type → id → number.
-    uids: HashMap<String, HashMap<String, u32>>,
-    /// The policies in evaluable form, by policy number; their Cedar id is the number.
-    policies: Vec<Option<Policy>>,
-    cache: RwLock<HashMap<SliceKey, Arc<Slice>>>,
-    empty: Arc<Slice>,
+/// The principal or resource of a request, as the index looks it up.
+#[derive(Clone, Copy)]
+pub(crate) struct Subject<'a> {
+    pub type_number: Option<u32>,
+    pub entity_type: &'a str,
+    pub id: &'a str,
 }
 
 /// What the index needs to know of one policy.
 pub(crate) struct Entry<'a> {
     pub namespace: &'a str,
     /// `None` for policies that are not evaluated (`@mode("off")`).
-    pub policy: Option<Policy>,
+    pub policy: Option<&'a Policy>,
+}
+
+pub(crate) struct Index {
+    namespaces: HashMap<String, u32>,
+    nodes: Vec<NamespaceNode>,
+    /// Principal and resource uids named in some policy scope: type → id → number.
+    uids: HashMap<String, HashMap<String, u32>>,
+    cache: RwLock<HashMap<SliceKey, Arc<Slice>>>,
+    empty: Arc<Slice>,
 }
 
 impl Index {
-    pub(crate) fn build(schema: &CompiledSchema, entries: Vec<Entry<'_>>) -> Index {
+    /// Indexes `entries`; a policy's number is its position.
+    pub(crate) fn build(schema: &CompiledSchema, entries: &[Entry<'_>]) -> Index {
         let action_count = schema.actions.len();
         let mut paths: Vec<&str> = entries
             .iter()
@@ -105,15 +108,23 @@ impl Index {
             .collect();
         let mut uids: HashMap<String, HashMap<String, u32>> = HashMap::new();
         let mut uid_count = 0u32;
-        let mut policies = Vec::with_capacity(entries.len());
+        let mut uid_number = |uid: &EntityUid| {
+            let ids = uids.entry(uid.type_name().to_string()).or_default();
+            *ids.entry(uid.id().unescaped().to_owned())
+                .or_insert_with(|| {
+                    uid_count += 1;
+                    uid_count - 1
+                })
+        };
+        let type_target = |t: &EntityTypeName| {
+            schema
+                .types
+                .get(&t.to_string())
+                .map_or(Target::Any, |(i, _)| Target::Type(*i))
+        };
 
-        for (n, entry) in entries.into_iter().enumerate() {
-            let Some(policy) = entry.policy else {
-                policies.push(None);
-                continue;
-            };
-            let number = n as u32;
-            let node = &mut nodes[namespaces[entry.namespace] as usize];
+        for (n, entry) in entries.iter().enumerate() {
+            let Some(policy) = entry.policy else { continue };
             let actions: Vec<u32> = match policy.action_constraint() {
                 ActionConstraint::Any => (0..action_count as u32).collect(),
                 ActionConstraint::Eq(a) => schema.actions_within(&a),
@@ -125,20 +136,6 @@ impl Index {
                     v
                 }
             };
-            let mut uid_number = |uid: &EntityUid| {
-                let ids = uids.entry(uid.type_name().to_string()).or_default();
-                *ids.entry(uid.id().unescaped().to_owned())
-                    .or_insert_with(|| {
-                        uid_count += 1;
-                        uid_count - 1
-                    })
-            };
-            let type_target = |t: &EntityTypeName| {
-                schema
-                    .types
-                    .get(&t.to_string())
-                    .map_or(Target::Any, |(i, _)| Target::Type(*i))
-            };
             let principal = match policy.principal_constraint() {
                 PrincipalConstraint::Any | PrincipalConstraint::In(_) => Target::Any,
                 PrincipalConstraint::Is(t) | PrincipalConstraint::IsIn(t, _) => type_target(&t),
@@ -149,25 +146,21 @@ impl Index {
                 ResourceConstraint::Is(t) | ResourceConstraint::IsIn(t, _) => type_target(&t),
                 ResourceConstraint::Eq(uid) => Target::Uid(uid_number(&uid)),
             };
+            let node = &mut nodes[namespaces[entry.namespace] as usize];
             for a in actions {
                 node.buckets[a as usize]
                     .entry((principal, resource))
                     .or_default()
-                    .push(number);
+                    .push(n as u32);
             }
-            policies.push(Some(policy));
         }
 
         Index {
             namespaces,
             nodes,
             uids,
-            policies,
             cache: RwLock::new(HashMap::new()),
-            empty: Arc::new(Slice {
-                set: PolicySet::new(),
-                len: 0,
-            }),
+            empty: Arc::from([]),
         }
     }
 
@@ -206,7 +199,7 @@ impl Index {
         {
             return slice.clone();
         }
-        let slice = Arc::new(self.build_slice(key));
+        let slice: Arc<Slice> = self.build_slice(key).into();
         let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= SLICE_CACHE_CAP {
             cache.clear();
@@ -223,7 +216,7 @@ impl Index {
             .unwrap_or(NONE)
     }
 
-    fn build_slice(&self, key: SliceKey) -> Slice {
+    fn build_slice(&self, key: SliceKey) -> Vec<u32> {
         let targets = |(t, u): (u32, u32)| {
             [
                 Some(Target::Any),
@@ -244,23 +237,8 @@ impl Index {
         }
         members.sort_unstable();
         members.dedup();
-        let len = members.len();
-        let set = PolicySet::from_policies(
-            members
-                .iter()
-                .filter_map(|&n| self.policies[n as usize].clone()),
-        )
-        .expect("policy numbers are unique");
-        Slice { set, len }
+        members
     }
-}
-
-/// The principal or resource of a request, as the index looks it up.
-#[derive(Clone, Copy)]
-pub(crate) struct Subject<'a> {
-    pub type_number: Option<u32>,
-    pub entity_type: &'a str,
-    pub id: &'a str,
 }
 
 /// `acme/platform/api` → `acme`, `acme/platform`, `acme/platform/api`.

@@ -56,7 +56,7 @@ impl RequestBuilder {
         &self,
         action: &EntityUID,
         req: &DecisionRequest,
-    ) -> Result<(cedar_policy::Request, cedar_policy::Entities), String> {
+    ) -> Result<(ast::Request, Entities), String> {
         let ns = self.namespace(req)?;
         let principal_uid = self.uid(&req.principal.entity_type, &req.principal.id)?;
         let resource_uid = self.uid(&req.resource.entity_type, &req.resource.id)?;
@@ -140,7 +140,7 @@ impl RequestBuilder {
             EntityUIDEntry::known(resource_uid, None),
             Some(context),
         );
-        Ok((request.into(), entities.into()))
+        Ok((request, entities))
     }
 
     fn entity_type(&self, ty: &str) -> Result<EntityType, String> {

@@ -58,6 +58,37 @@ fn an_unknown_attribute_fails_validation_at_its_line() {
 }
 
 #[test]
+fn validation_errors_are_located_in_their_source() {
+    let text = "@id(\"a\") permit (principal, action, resource);\n\n@id(\"b\")\nforbid (principal, action == Action::\"call_tool\", resource)\n  when { resource.colour == \"red\" };\n";
+    let errs = build_errors(
+        &[
+            ("acme", "permit (principal, action, resource);"),
+            ("acme/x", text),
+        ],
+        None,
+    );
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(
+        (errs[0].origin.as_str(), errs[0].line, errs[0].column),
+        ("acme/x/policies.cedar", 5, 10),
+        "{}",
+        errs[0]
+    );
+}
+
+#[test]
+fn templates_are_refused() {
+    let errs = build_errors(
+        &[(
+            "acme",
+            "permit (principal, action, resource);\npermit (principal == ?principal, action, resource);",
+        )],
+        None,
+    );
+    assert!(errs[0].message.contains("templates"), "{}", errs[0]);
+}
+
+#[test]
 fn an_unknown_entity_type_fails_validation() {
     let text = "permit (principal == Robot::\"r2\", action, resource);\n";
     let errs = build_errors(&[("acme", text)], None);
@@ -194,5 +225,38 @@ fn the_engine_is_shareable() {
         warden_core::NamespacePath::parse("acme").unwrap(),
         "api:acme",
         "",
+    );
+}
+
+#[test]
+fn the_documented_patterns_validate() {
+    let doc = include_str!("../../../docs/policies.md");
+    let start = doc
+        .find("// Only in working hours.")
+        .expect("patterns in docs/policies.md");
+    let block = &doc[start..];
+    let block = &block[..block.find("```").unwrap()];
+    let e = engine_with(&[("acme", block)], Some("type Args = { branch?: String };"));
+    assert_eq!(e.policy_count(), 4);
+}
+
+#[test]
+fn error_messages_say_what_is_wrong() {
+    let text = "@id(\"a\")\npermit (principal, action == Action::\"call_tool\", resource)\nwhen { resource.colour == \"red\" };\n";
+    let errs = build_errors(&[("acme/platform", text)], None);
+    assert_eq!(
+        errs[0].to_string(),
+        "acme/platform/policies.cedar:3:8: attribute `colour` on entity type `Tool` not found (did you mean `server`?)"
+    );
+    let errs = build_errors(
+        &[(
+            "acme",
+            "permit (principal, action, resource) when { context.time.hour > };",
+        )],
+        None,
+    );
+    assert_eq!(
+        errs[0].to_string(),
+        "acme/policies.cedar:1:65: unexpected token `}`"
     );
 }

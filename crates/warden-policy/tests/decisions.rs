@@ -478,3 +478,43 @@ fn tool_name_and_server_follow_from_the_id_unless_given() {
     );
     assert_eq!(e.decide(&req).outcome, Outcome::Allow);
 }
+
+#[test]
+fn the_slice_also_narrows_by_principal() {
+    let mut text = String::new();
+    for j in 0..200 {
+        text.push_str(&format!(
+            "@id(\"agent-{j}\") permit (principal == Agent::\"bot-{j}\", action == Action::\"call_tool\", resource is Tool);\n"
+        ));
+    }
+    let e = engine(&[("acme", &text)]);
+    let mut req = call_tool("acme", "x__y");
+    req.principal.id = "bot-42".into();
+    let d = e.decide(&req);
+    assert_eq!((d.outcome, d.evaluated), (Outcome::Allow, 1));
+    assert_eq!(ids(&d.reasons), ["agent-42"]);
+    req.principal.id = "stranger".into();
+    assert_eq!(e.decide(&req).evaluated, 0);
+}
+
+#[test]
+fn a_request_entity_that_is_another_ones_parent_keeps_its_ancestry() {
+    let e = engine(&[(
+        "acme",
+        r#"@id("p") permit (principal, action == Action::"read", resource in Namespace::"acme") when { resource in principal };"#,
+    )]);
+    // The repository's parent is the principal itself: a hierarchy among the request's own
+    // entities, which the engine leaves to Cedar's general closure.
+    let mut req = request("acme/x", ("User", "bob"), "read", ("Repository", "r"));
+    req.resource.parents = vec![warden_core::EntityRef::new("User", "bob")];
+    let d = e.decide(&req);
+    assert_eq!(
+        d.outcome,
+        Outcome::Deny,
+        "not in Namespace::\"acme\": {d:?}"
+    );
+    req.resource
+        .parents
+        .push(warden_core::EntityRef::new("Namespace", "acme/x"));
+    assert_eq!(e.decide(&req).outcome, Outcome::Allow);
+}

@@ -109,3 +109,30 @@ fn critical_tools_are_confined_to_ops_and_secrets_are_never_deleted() {
     );
     assert_eq!(e.decide(&read).outcome, Outcome::Allow);
 }
+
+#[test]
+fn the_quickstart_requests_decide_as_documented() {
+    // The requests scripts/quickstart.sh sends, with the registry facts it includes.
+    let e = example_engine();
+    let tool = |id: &str, attrs: serde_json::Value| with_tool_attrs(claude(id), attrs);
+    let read = tool(
+        "github__get_file_contents",
+        json!({"name": "get_file_contents", "server": "github", "risk": "low", "categories": ["read"]}),
+    );
+    assert_eq!(e.decide(&read).outcome, Outcome::Allow);
+    let delete = tool(
+        "github__delete_repository",
+        json!({"name": "delete_repository", "server": "github", "risk": "critical", "categories": ["delete"]}),
+    );
+    let d = e.decide(&delete);
+    assert_eq!(d.outcome, Outcome::Deny);
+    assert_eq!(d.reasons[0].id, "acme.no-repository-deletion");
+    let deploy = with_args(
+        tool(
+            "deploy__trigger_deploy",
+            json!({"name": "trigger_deploy", "server": "deploy", "risk": "high", "categories": ["execute"]}),
+        ),
+        json!({"environment": "production"}),
+    );
+    assert_eq!(e.decide(&deploy).outcome, Outcome::ApprovalRequired);
+}

@@ -178,52 +178,60 @@ async fn write_loop(
     closed: Arc<AtomicBool>,
 ) {
     let mut jobs: Vec<Job> = Vec::with_capacity(max_batch);
+    // The events move into the batch and the acknowledgements wait beside it: nothing is
+    // copied on the way to the store.
+    let mut batch: Vec<NewEvent> = Vec::with_capacity(max_batch);
+    let mut acks: Vec<oneshot::Sender<Result<Appended>>> = Vec::with_capacity(max_batch);
     loop {
         // Once shutdown is asked for, finish what is queued, then stop.
         if closed.load(Ordering::Acquire) && rx.is_empty() {
             break;
         }
-        match tokio::time::timeout(Duration::from_millis(50), rx.recv()).await {
-            Ok(Some(job)) => jobs.push(job),
-            Ok(None) => break,
+        match tokio::time::timeout(
+            Duration::from_millis(50),
+            rx.recv_many(&mut jobs, max_batch),
+        )
+        .await
+        {
+            Ok(0) => break,
+            Ok(_) => {}
             Err(_) => continue,
         }
-        while jobs.len() < max_batch {
-            match rx.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
+        for job in jobs.drain(..) {
+            batch.push(job.event);
+            acks.push(job.ack);
         }
-        let batch: Vec<NewEvent> = jobs.iter().map(|j| j.event.clone()).collect();
         let started = Instant::now();
         let result = store.append_events(&batch).await;
         stats.append_latency().observe(started.elapsed());
         stats
             .queue_depth
-            .fetch_sub(jobs.len() as i64, Ordering::Relaxed);
+            .fetch_sub(acks.len() as i64, Ordering::Relaxed);
         stats.batches.inc();
         match result {
             Ok(outcomes) => {
-                for (job, outcome) in jobs.drain(..).zip(outcomes) {
+                for (ack, outcome) in acks.drain(..).zip(outcomes) {
                     match outcome {
                         Appended::Stored { .. } => stats.appended.inc(),
                         Appended::Duplicate => stats.duplicates.inc(),
                     }
-                    let _ = job.ack.send(Ok(outcome));
+                    let _ = ack.send(Ok(outcome));
                 }
                 committed.notify_waiters();
             }
             Err(e) => {
                 stats.failures.inc();
-                tracing::error!(error = %e, events = jobs.len(), "audit batch could not be recorded");
+                tracing::error!(error = %e, events = acks.len(), "audit batch could not be recorded");
                 let msg = format!("the audit trail cannot record right now: {e}");
-                for job in jobs.drain(..) {
-                    let _ = job.ack.send(Err(Error::unavailable(
+                for ack in acks.drain(..) {
+                    let _ = ack.send(Err(Error::unavailable(
                         msg.clone(),
                         Some(Duration::from_secs(1)),
                     )));
                 }
             }
         }
+        // Freed after the callers were answered, not before.
+        batch.clear();
     }
 }

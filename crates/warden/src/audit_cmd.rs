@@ -64,6 +64,7 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
             tenant,
             public_key,
         } => {
+            let store = args.open_existing().await?;
             let key_path = public_key
                 .unwrap_or_else(|| args.data_dir.join(warden_api::keys::CHECKPOINT_PUBLIC_KEY));
             let verifier = match std::fs::read_to_string(&key_path) {
@@ -79,11 +80,21 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
                     None
                 }
             };
-            let store = args.open().await?;
+            let logs = store.log_tenants().await?;
             let tenants = match tenant {
-                Some(t) => vec![TenantId::parse(&t)?],
-                None => store.log_tenants().await?,
+                Some(t) => {
+                    let t = TenantId::parse(&t)?;
+                    if !logs.contains(&t) {
+                        println!("{t}: FAILED — there is no audit log for this tenant");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                    vec![t]
+                }
+                None => logs,
             };
+            if tenants.is_empty() {
+                println!("no audit logs in {}", args.data_dir.display());
+            }
             let mut failed = false;
             for t in tenants {
                 match verify_tenant(store.as_ref(), &t, verifier.clone()).await {
@@ -121,7 +132,7 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
                 outcome: decision,
                 ..Default::default()
             };
-            let store = store.open().await?;
+            let store = store.open_existing().await?;
             let mut out: Box<dyn Write> = match &output {
                 Some(p) => Box::new(std::io::BufWriter::new(
                     std::fs::File::create(p)

@@ -18,10 +18,25 @@ pub struct StoreArgs {
 }
 
 impl StoreArgs {
+    /// Opens the store, creating the data directory and the database on first use.
     pub async fn open(&self) -> anyhow::Result<Arc<dyn Store>> {
         std::fs::create_dir_all(&self.data_dir)
             .with_context(|| format!("cannot create {}", self.data_dir.display()))?;
         let path = warden_api::server::database_path(&self.data_dir);
+        Ok(Arc::new(SqliteStore::open(&path).await?))
+    }
+
+    /// Opens an existing store. A data directory without a database is an error, not a new
+    /// empty store: otherwise a mistyped `--data-dir` would verify, export or list nothing
+    /// and succeed.
+    pub async fn open_existing(&self) -> anyhow::Result<Arc<dyn Store>> {
+        let path = warden_api::server::database_path(&self.data_dir);
+        if !path.is_file() {
+            anyhow::bail!(
+                "no Warden database at {} (is --data-dir right?)",
+                path.display()
+            );
+        }
         Ok(Arc::new(SqliteStore::open(&path).await?))
     }
 }
@@ -123,7 +138,7 @@ pub async fn run(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
         }
         TokenCommand::List { store, tenant } => {
             let tenant = TenantId::parse(&tenant)?;
-            let store = store.open().await?;
+            let store = store.open_existing().await?;
             for t in store.list_tokens(&tenant).await? {
                 let state = if t.revoked_at.is_some() {
                     "revoked"
@@ -146,7 +161,7 @@ pub async fn run(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
         }
         TokenCommand::Revoke { store, tenant, id } => {
             let tenant = TenantId::parse(&tenant)?;
-            let store = store.open().await?;
+            let store = store.open_existing().await?;
             let existing = store
                 .list_tokens(&tenant)
                 .await?

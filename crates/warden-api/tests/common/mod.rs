@@ -31,11 +31,16 @@ impl TestServer {
         Self::start_in(dir, configure).await
     }
 
-    pub async fn start_in(dir: tempfile::TempDir, configure: impl FnOnce(&mut ServerConfig)) -> TestServer {
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        configure: impl FnOnce(&mut ServerConfig),
+    ) -> TestServer {
         let mut config = ServerConfig::new(dir.path().join("data"));
         config.listen = "127.0.0.1:0".into();
         configure(&mut config);
-        let running = warden_api::start(config, None).await.expect("server starts");
+        let running = warden_api::start(config, None)
+            .await
+            .expect("server starts");
         TestServer {
             base: format!("http://{}", running.addr),
             running: Some(running),
@@ -52,7 +57,14 @@ impl TestServer {
         self.dir.path().join("data")
     }
 
-    pub async fn token(&self, tenant: &str, role: Role, agent: Option<&str>, user: Option<&str>, ns: Option<&str>) -> String {
+    pub async fn token(
+        &self,
+        tenant: &str,
+        role: Role,
+        agent: Option<&str>,
+        user: Option<&str>,
+        ns: Option<&str>,
+    ) -> String {
         let spec = TokenSpec {
             tenant: TenantId::parse(tenant).unwrap(),
             role,
@@ -62,20 +74,41 @@ impl TestServer {
             ttl: None,
             description: None,
         };
-        create_token(self.state().store.as_ref(), &spec, Actor::default(), "test").await.expect("token").secret
+        create_token(self.state().store.as_ref(), &spec, Actor::default(), "test")
+            .await
+            .expect("token")
+            .secret
     }
 
     pub async fn agent_token(&self, tenant: &str, agent: &str, user: &str, ns: &str) -> String {
-        self.token(tenant, Role::Agent, Some(agent), Some(user), Some(ns)).await
+        self.token(tenant, Role::Agent, Some(agent), Some(user), Some(ns))
+            .await
     }
 
     pub async fn post(&self, path: &str, token: &str, body: &Value) -> (StatusCode, Value) {
-        let r = self.client.post(format!("{}{path}", self.base)).bearer_auth(token).json(body).send().await.expect("request");
+        let r = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("request");
         read(r).await
     }
 
-    pub async fn post_raw(&self, path: &str, token: Option<&str>, content_type: &str, body: Vec<u8>) -> (StatusCode, Value) {
-        let mut req = self.client.post(format!("{}{path}", self.base)).header("content-type", content_type).body(body);
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("content-type", content_type)
+            .body(body);
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -96,7 +129,13 @@ impl TestServer {
     }
 
     pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
-        let r = self.client.get(format!("{}{path}", self.base)).bearer_auth(token).send().await.expect("request");
+        let r = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request");
         read(r).await
     }
 
@@ -120,10 +159,18 @@ impl TestServer {
 
 pub async fn read(r: reqwest::Response) -> (StatusCode, Value) {
     let status = r.status();
-    let ct = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let ct = r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
     let text = r.text().await.expect("body");
     if status.is_client_error() || status.is_server_error() {
-        assert_eq!(ct, "application/problem+json", "error without problem+json: {status} {text}");
+        assert_eq!(
+            ct, "application/problem+json",
+            "error without problem+json: {status} {text}"
+        );
     }
     let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
     (status, v)

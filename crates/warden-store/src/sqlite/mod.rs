@@ -25,6 +25,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 /// Rows per multi-row INSERT: 17 columns × 1,000 stays below SQLite's 32,766 variables.
 const INSERT_CHUNK: usize = 1000;
 
+/// How long a write waits for another process's lock (the CLI, a backup) before failing.
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -33,12 +36,18 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database file and applies pending migrations.
     pub async fn open(path: &Path) -> Result<SqliteStore> {
+        Self::open_with(path, DEFAULT_BUSY_TIMEOUT).await
+    }
+
+    /// As [`open`](Self::open), waiting at most `busy_timeout` for another writer's lock
+    /// before a write fails (and the door answers 503).
+    pub async fn open_with(path: &Path, busy_timeout: Duration) -> Result<SqliteStore> {
         let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
             .map_err(|e| Error::internal(format!("bad database path {}: {e}", path.display())))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10))
+            .busy_timeout(busy_timeout)
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
@@ -404,28 +413,31 @@ impl Store for SqliteStore {
                 });
                 out[i] = Appended::Stored { seq };
             }
-            for chunk in rows.chunks(INSERT_CHUNK) {
+            let stored = rows.len();
+            let mut rows = rows.into_iter().peekable();
+            while rows.peek().is_some() {
                 let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
                     "INSERT INTO audit_events (tenant, {EVENT_COLUMNS}) "
                 ));
-                qb.push_values(chunk, |mut b, r| {
-                    let c = &r.columns;
+                // The rows' strings move into the statement's arguments; none is copied.
+                qb.push_values(rows.by_ref().take(INSERT_CHUNK), |mut b, r| {
+                    let c = r.columns;
                     b.push_bind(tenant)
                         .push_bind(r.seq)
                         .push_bind(c.id.to_string())
                         .push_bind(c.time_micros)
-                        .push_bind(c.namespace.clone())
-                        .push_bind(c.event_type.clone())
-                        .push_bind(c.principal.clone())
-                        .push_bind(c.agent.clone())
-                        .push_bind(c.on_behalf_of.clone())
-                        .push_bind(c.session.clone())
-                        .push_bind(c.action.clone())
-                        .push_bind(c.resource_type.clone())
-                        .push_bind(c.resource_id.clone())
-                        .push_bind(c.outcome.clone())
-                        .push_bind(r.header.clone())
-                        .push_bind(r.payload.clone())
+                        .push_bind(c.namespace)
+                        .push_bind(c.event_type)
+                        .push_bind(c.principal)
+                        .push_bind(c.agent)
+                        .push_bind(c.on_behalf_of)
+                        .push_bind(c.session)
+                        .push_bind(c.action)
+                        .push_bind(c.resource_type)
+                        .push_bind(c.resource_id)
+                        .push_bind(c.outcome)
+                        .push_bind(r.header)
+                        .push_bind(r.payload)
                         .push_bind(r.leaf.to_vec());
                 });
                 qb.build().execute(&mut *tx).await.map_err(db_err)?;
@@ -441,7 +453,7 @@ impl Store for SqliteStore {
                 });
                 qb.build().execute(&mut *tx).await.map_err(db_err)?;
             }
-            if !rows.is_empty() {
+            if stored > 0 {
                 let frontier: Vec<u8> = range.frontier().concat();
                 sqlx::query(
                     "INSERT INTO merkle_heads (tenant, size, frontier) VALUES (?, ?, ?) \

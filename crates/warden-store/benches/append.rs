@@ -1,0 +1,407 @@
+//! Durable audit append: how many `authz.decision` events per second reach a real SQLite file
+//! (WAL, `synchronous=FULL`) and are acknowledged.
+//!
+//! - `pipeline/*`: 10,000 events submitted concurrently through the [`AuditPipeline`] (bounded
+//!   queue, one writer, group commit), timed until the last acknowledgement. Each event is
+//!   acknowledged only after the transaction holding it committed, as in the server.
+//!   - `record_tasks`: one task per event calling `record` (like 10,000 concurrent requests to
+//!     `POST /api/v1/authorize`);
+//!   - `record_many_100`: 100 tasks calling `record_many` with 100 events each (like
+//!     `POST /api/v1/authorize/batch`).
+//! - `store/append_events_1000`: `SqliteStore::append_events` called directly with batches of
+//!   1,000 events, one transaction each: the speed of the store alone.
+//!
+//! Events are built like the decision API builds them (header with actor, action, resource and
+//! decision; payload with the redacted request and a context of about 400 bytes) before the
+//! clock starts: building them is the door's work, not the store's.
+//!
+//! ```sh
+//! cargo bench -p warden-store --bench append
+//! ```
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use serde_json::{Value, json};
+use tokio::runtime::Runtime;
+use warden_audit::redact::{Redactor, tenant_key};
+use warden_core::{
+    Actor, AuditEvent, ClientInfo, DecisionSummary, EntityRef, Obligation, Outcome, PolicyRef,
+    ResourceRef, TraceContext, catalog,
+};
+use warden_store::pipeline::{AuditPipeline, PipelineConfig};
+use warden_store::{Appended, NewEvent, SqliteStore, Store};
+
+/// Events per pipeline iteration.
+const PIPELINE_EVENTS: usize = 10_000;
+/// Events per direct store call.
+const STORE_BATCH: usize = 1_000;
+
+const TENANT: &str = "acme";
+const NAMESPACE: &str = "acme/platform/api";
+const TOKEN_ID: &str = "tok_0192f0c4a3b87d11a0e3c5d2b4f6a718";
+
+/// The three requests of the README (allow, deny, approval required), as decided by the
+/// example policies.
+struct Shape {
+    tool: &'static str,
+    name: &'static str,
+    server: &'static str,
+    risk: &'static str,
+    category: &'static str,
+    args: Value,
+    outcome: Outcome,
+    policy: (&'static str, &'static str, &'static str, u32, &'static str),
+    redact: Option<&'static str>,
+}
+
+fn shapes() -> Vec<Shape> {
+    vec![
+        Shape {
+            tool: "github__get_file_contents",
+            name: "get_file_contents",
+            server: "github",
+            risk: "low",
+            category: "read",
+            args: json!({
+                "owner": "acme",
+                "repo": "platform-api",
+                "path": "services/billing/src/handlers/invoices.rs",
+                "ref": "refs/heads/feature/invoice-rounding",
+                "token": "ghp_Zx81kQp0aTq5mN2vB7cR4yH9wL3dF6sJ1eU0",
+                "reason": "Reading the invoice handler to explain the rounding bug reported in issue 4312.",
+            }),
+            outcome: Outcome::Allow,
+            policy: (
+                "platform.github-token-redacted",
+                "acme/platform",
+                "acme/platform/tools.cedar",
+                14,
+                "GitHub tools may receive a token; it is never stored in clear.",
+            ),
+            redact: Some("args.token"),
+        },
+        Shape {
+            tool: "github__delete_repository",
+            name: "delete_repository",
+            server: "github",
+            risk: "critical",
+            category: "delete",
+            args: json!({
+                "owner": "acme",
+                "repo": "platform-api-legacy",
+                "confirm": true,
+                "reason": "The legacy repository was archived two years ago and is no longer referenced by any deployment pipeline.",
+                "requested_in": "https://chat.example.com/platform/threads/8812",
+            }),
+            outcome: Outcome::Deny,
+            policy: (
+                "acme.no-repository-deletion",
+                "acme",
+                "acme/base.cedar",
+                8,
+                "Deleting a repository is irreversible and is never done by an agent.",
+            ),
+            redact: None,
+        },
+        Shape {
+            tool: "deploy__trigger_deploy",
+            name: "trigger_deploy",
+            server: "deploy",
+            risk: "high",
+            category: "execute",
+            args: json!({
+                "environment": "production",
+                "service": "billing-api",
+                "version": "2026.11.27-3f9c2ab",
+                "strategy": "canary",
+                "canary_percent": 10,
+                "change_ticket": "CHG-20931",
+                "notes": "Ships the invoice rounding fix; rollback plan in the ticket.",
+            }),
+            outcome: Outcome::ApprovalRequired,
+            policy: (
+                "platform.production-deploy-ask",
+                "acme/platform",
+                "acme/platform/tools.cedar",
+                33,
+                "Deploying to production needs a person's approval.",
+            ),
+            redact: None,
+        },
+    ]
+}
+
+/// One `authz.decision` event, built as `routes/authorize.rs::decision_event` builds it.
+fn decision_event(shape: &Shape, redactor: &Redactor) -> AuditEvent {
+    let principal = EntityRef::new("Agent", "claude-code");
+    let resource = json!({
+        "type": "Tool",
+        "id": shape.tool,
+        "attributes": {
+            "name": shape.name,
+            "server": shape.server,
+            "risk": shape.risk,
+            "categories": [shape.category],
+        },
+    });
+    let mut payload = json!({
+        "request": {
+            "principal": {"type": "Agent", "id": "claude-code"},
+            "on_behalf_of": {"type": "User", "id": "alice"},
+            "session": TOKEN_ID,
+            "action": "call_tool",
+            "resource": resource,
+            "context": {"args": shape.args},
+            "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        },
+        "evaluated": 6,
+    });
+    let paths: Vec<String> = shape
+        .redact
+        .iter()
+        .map(|p| format!("request.context.{p}"))
+        .collect();
+    let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+    redactor.redact(&mut payload, &refs);
+    let actor = Actor {
+        principal: Some(principal),
+        agent: Some("claude-code".into()),
+        on_behalf_of: Some("alice".into()),
+        session: Some(TOKEN_ID.into()),
+        token_id: Some(TOKEN_ID.into()),
+        role: Some("agent".into()),
+    };
+    let mut e = AuditEvent::new(
+        TENANT,
+        NAMESPACE,
+        catalog::AUTHZ_DECISION,
+        "warden.api",
+        actor,
+        payload,
+    );
+    let (id, namespace, origin, line, reason) = shape.policy;
+    e.header.action = Some("call_tool".into());
+    e.header.resource = Some(ResourceRef {
+        resource_type: "Tool".into(),
+        id: shape.tool.into(),
+    });
+    e.header.decision = Some(DecisionSummary {
+        outcome: shape.outcome,
+        policies: vec![PolicyRef {
+            id: id.into(),
+            namespace: namespace.into(),
+            origin: origin.into(),
+            line,
+            reason: Some(reason.into()),
+        }],
+        obligations: match (shape.outcome, shape.redact) {
+            (_, Some(path)) => vec![Obligation::Redact {
+                path: path.into(),
+                policy: id.into(),
+            }],
+            (Outcome::ApprovalRequired, _) => vec![Obligation::Approval {
+                policies: vec![id.into()],
+            }],
+            _ => vec![],
+        },
+        warnings: vec![],
+        errors: vec![],
+    });
+    e.header.client = Some(ClientInfo {
+        address: Some("127.0.0.1".into()),
+        user_agent: Some("claude-code/1.0.43 (warden-client)".into()),
+    });
+    e.header.trace =
+        TraceContext::from_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    e
+}
+
+struct Events {
+    shapes: Vec<Shape>,
+    redactor: Redactor,
+}
+
+impl Events {
+    fn new() -> Events {
+        Events {
+            shapes: shapes(),
+            redactor: Redactor::new(tenant_key(&[7u8; 32], TENANT)),
+        }
+    }
+
+    /// `n` fresh events (new ids), cycling through allow, deny and approval required.
+    fn make(&self, n: usize) -> Vec<AuditEvent> {
+        (0..n)
+            .map(|i| decision_event(&self.shapes[i % self.shapes.len()], &self.redactor))
+            .collect()
+    }
+
+    fn describe(&self) {
+        for s in &self.shapes {
+            let e = decision_event(s, &self.redactor);
+            let context = serde_json::to_string(&e.payload["request"]["context"]).unwrap();
+            let payload = serde_json::to_string(&e.payload).unwrap();
+            eprintln!(
+                "event {:<18} header {} B, payload {} B (context {} B)",
+                e.header.decision.as_ref().unwrap().outcome.as_str(),
+                e.header.canonical_bytes().len(),
+                payload.len(),
+                context.len(),
+            );
+        }
+    }
+}
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+async fn open_store(dir: &tempfile::TempDir) -> Arc<SqliteStore> {
+    Arc::new(
+        SqliteStore::open(&dir.path().join("warden.db"))
+            .await
+            .expect("open store"),
+    )
+}
+
+fn db_size(dir: &tempfile::TempDir) -> u64 {
+    ["warden.db", "warden.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.path().join(f)).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+#[derive(Clone, Copy)]
+enum Submit {
+    /// One task per event, each calling `record`.
+    RecordTasks,
+    /// Tasks calling `record_many` with this many events each.
+    RecordMany(usize),
+}
+
+async fn submit(pipeline: &Arc<AuditPipeline>, events: Vec<AuditEvent>, how: Submit) -> usize {
+    let mut stored = 0;
+    match how {
+        Submit::RecordTasks => {
+            let tasks: Vec<_> = events
+                .into_iter()
+                .map(|e| {
+                    let p = pipeline.clone();
+                    tokio::spawn(async move { p.record(e).await })
+                })
+                .collect();
+            for r in futures::future::join_all(tasks).await {
+                if let Appended::Stored { .. } = r.expect("task").expect("recorded") {
+                    stored += 1;
+                }
+            }
+        }
+        Submit::RecordMany(chunk) => {
+            let mut events = events.into_iter().peekable();
+            let mut tasks = Vec::new();
+            while events.peek().is_some() {
+                let batch: Vec<NewEvent> = events
+                    .by_ref()
+                    .take(chunk)
+                    .map(|event| NewEvent {
+                        event,
+                        dedupe: false,
+                    })
+                    .collect();
+                let p = pipeline.clone();
+                tasks.push(tokio::spawn(async move { p.record_many(batch).await }));
+            }
+            for r in futures::future::join_all(tasks).await {
+                for one in r.expect("task").expect("enqueued") {
+                    if let Appended::Stored { .. } = one.expect("recorded") {
+                        stored += 1;
+                    }
+                }
+            }
+        }
+    }
+    stored
+}
+
+fn pipeline(c: &mut Criterion) {
+    let events = Events::new();
+    events.describe();
+    let mut group = c.benchmark_group("pipeline");
+    group.throughput(Throughput::Elements(PIPELINE_EVENTS as u64));
+    group.sample_size(10);
+    for (name, how) in [
+        ("record_tasks", Submit::RecordTasks),
+        ("record_many_100", Submit::RecordMany(100)),
+    ] {
+        let rt = runtime();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = rt.block_on(open_store(&dir));
+        let pipeline = Arc::new(rt.block_on(async {
+            AuditPipeline::start(store.clone() as Arc<dyn Store>, PipelineConfig::default())
+        }));
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let batch = events.make(PIPELINE_EVENTS);
+                    let started = Instant::now();
+                    let stored = rt.block_on(submit(&pipeline, batch, how));
+                    total += started.elapsed();
+                    assert_eq!(stored, PIPELINE_EVENTS);
+                }
+                total
+            })
+        });
+        let stats = pipeline.stats();
+        let (appended, batches) = (stats.appended.get(), stats.batches.get());
+        eprintln!(
+            "pipeline/{name}: {appended} events in {batches} transactions ({:.0} per commit), database {} MiB",
+            appended as f64 / batches.max(1) as f64,
+            db_size(&dir) >> 20,
+        );
+        rt.block_on(pipeline.shutdown());
+    }
+    group.finish();
+}
+
+fn store(c: &mut Criterion) {
+    let events = Events::new();
+    let mut group = c.benchmark_group("store");
+    group.throughput(Throughput::Elements(STORE_BATCH as u64));
+    group.sample_size(20);
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = rt.block_on(open_store(&dir));
+    group.bench_function("append_events_1000", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let batch: Vec<NewEvent> = events
+                    .make(STORE_BATCH)
+                    .into_iter()
+                    .map(|event| NewEvent {
+                        event,
+                        dedupe: false,
+                    })
+                    .collect();
+                let started = Instant::now();
+                let out = rt.block_on(store.append_events(&batch)).expect("append");
+                total += started.elapsed();
+                black_box(out);
+            }
+            total
+        })
+    });
+    eprintln!("store: database {} MiB", db_size(&dir) >> 20);
+    group.finish();
+}
+
+criterion_group!(benches, pipeline, store);
+criterion_main!(benches);

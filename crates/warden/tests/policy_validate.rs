@@ -1,0 +1,122 @@
+//! `warden policy validate DIR`: exit 0 for a directory the server would load, exit 1 with
+//! `tenant/file.cedar:LINE:COL:` errors otherwise, in text or JSON.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use serde_json::Value;
+
+/// A policy directory with the example schema and the given `(relative path, text)` files.
+fn policy_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        example_policies().join("schema.cedarschema"),
+        dir.path().join("schema.cedarschema"),
+    )
+    .unwrap();
+    for (path, text) in files {
+        let p = dir.path().join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    dir
+}
+
+fn validate(dir: &Path, json: bool) -> Out {
+    let mut args = vec!["policy", "validate", path_str(dir)];
+    if json {
+        args.extend(["--format", "json"]);
+    }
+    warden_sync(&args)
+}
+
+fn json_of(out: &Out) -> Value {
+    serde_json::from_str(out.stdout.trim())
+        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {}", out.text()))
+}
+
+#[test]
+fn the_example_policies_are_valid() {
+    let out = validate(&example_policies(), false);
+    assert!(out.success(), "{}", out.text());
+    assert!(out.stdout.starts_with("ok: "), "{}", out.text());
+
+    let out = validate(&example_policies(), true);
+    assert!(out.success(), "{}", out.text());
+    let v = json_of(&out);
+    assert_eq!(v["valid"], true, "{v}");
+    assert_eq!(v["errors"], serde_json::json!([]), "{v}");
+    assert!(v["policies"].as_u64().unwrap() > 0, "{v}");
+}
+
+#[test]
+fn a_syntax_error_exits_1_with_file_and_line() {
+    let dir = policy_dir(&[(
+        "acme/broken.cedar",
+        "// a policy that never ends\npermit(principal, action, resource) when { \n",
+    )]);
+    let out = validate(dir.path(), false);
+    assert_eq!(out.status.code(), Some(1), "{}", out.text());
+    assert!(
+        out.stderr.contains("acme/broken.cedar:2:"),
+        "the error names tenant/file.cedar:LINE: {}",
+        out.text()
+    );
+    assert!(
+        out.stderr.contains("nothing would be applied"),
+        "{}",
+        out.text()
+    );
+
+    let out = validate(dir.path(), true);
+    assert_eq!(out.status.code(), Some(1), "{}", out.text());
+    let v = json_of(&out);
+    assert_eq!(v["valid"], false, "{v}");
+    let errors = v["errors"].as_array().expect("errors array");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.as_str().unwrap_or("").starts_with("acme/broken.cedar:2:")),
+        "{v}"
+    );
+}
+
+#[test]
+fn a_schema_violation_exits_1_with_file_and_line() {
+    let dir = policy_dir(&[
+        (
+            "acme/platform/ok.cedar",
+            "permit (principal is Agent, action == Action::\"read\", resource);\n",
+        ),
+        (
+            "acme/platform/typo.cedar",
+            "// reads an attribute tools do not have\n\n\
+             permit (principal is Agent, action == Action::\"call_tool\", resource is Tool)\n\
+             when { resource.no_such_attribute == \"x\" };\n",
+        ),
+    ]);
+    let out = validate(dir.path(), false);
+    assert_eq!(out.status.code(), Some(1), "{}", out.text());
+    assert!(
+        out.stderr.contains("acme/platform/typo.cedar:"),
+        "{}",
+        out.text()
+    );
+    assert!(
+        !out.stderr.contains("ok.cedar"),
+        "only the broken file is named: {}",
+        out.text()
+    );
+    let v = json_of(&validate(dir.path(), true));
+    assert_eq!(v["valid"], false, "{v}");
+}
+
+#[test]
+fn a_missing_directory_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = validate(&dir.path().join("nope"), false);
+    assert!(!out.success(), "{}", out.text());
+    assert!(out.stderr.contains("is not a directory"), "{}", out.text());
+}
