@@ -39,6 +39,15 @@ pub struct Engine {
     hash: String,
 }
 
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("policies", &self.policies.len())
+            .field("content_hash", &self.hash)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Where a parsed policy sits in its source, to locate validation errors.
 struct Located {
     source: usize,

@@ -1,7 +1,7 @@
 #![allow(dead_code)]
 
 use chrono::{TimeZone, Utc};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use warden_core::{DecisionRequest, EntityRef, NamespacePath, Resource, TenantId};
 use warden_policy::{Engine, PolicyError, PolicySource};
 
@@ -110,8 +110,4 @@ pub fn request(
 
 pub fn ids(refs: &[warden_core::PolicyRef]) -> Vec<&str> {
     refs.iter().map(|r| r.id.as_str()).collect()
-}
-
-pub fn empty_args() -> Value {
-    json!({})
 }
