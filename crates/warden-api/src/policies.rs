@@ -102,10 +102,10 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>, errors: &mut Vec<String
         }
         if path.is_dir() {
             walk(root, &path, out, errors);
-        } else if path.extension().is_some_and(|e| e == "cedar") || name == SCHEMA_EXTENSION_FILE {
-            if let Ok(rel) = path.strip_prefix(root) {
-                out.push(rel.to_path_buf());
-            }
+        } else if (path.extension().is_some_and(|e| e == "cedar") || name == SCHEMA_EXTENSION_FILE)
+            && let Ok(rel) = path.strip_prefix(root)
+        {
+            out.push(rel.to_path_buf());
         }
     }
 }

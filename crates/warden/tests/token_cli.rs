@@ -24,15 +24,40 @@ async fn tokens_made_by_the_cli_work_against_a_running_server_until_revoked() {
     let client = client();
     let (allow, _) = decision_request(0);
 
-    // Created while the server runs, usable on the very next request.
-    let first = agent_token(&data).await;
+    // Created while the server runs, usable on the very next request; stdout holds the
+    // token and nothing else, so that `TOKEN=$(warden token create …)` works.
+    let out = warden(&[
+        "token",
+        "create",
+        "--data-dir",
+        d,
+        "--tenant",
+        "acme",
+        "--role",
+        "agent",
+        "--agent",
+        "claude-code",
+        "--on-behalf-of",
+        "alice",
+        "--namespace",
+        "acme/platform/api",
+    ])
+    .await;
+    assert!(out.success(), "{}", out.text());
+    let secret = out.stdout.strip_suffix('\n').unwrap_or_default();
     assert!(
-        first.secret.starts_with("wdn_")
-            && first.secret.len() > 20
-            && !first.secret.contains(char::is_whitespace),
+        secret.starts_with("wdn_")
+            && secret.len() > 20
+            && secret
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_'),
         "stdout holds exactly the token: {:?}",
-        first.secret
+        out.stdout
     );
+    let first = CliToken {
+        secret: secret.to_owned(),
+        id: String::new(),
+    };
     let (status, v) = authorize(&client, &server.base, &first.secret, &allow)
         .await
         .unwrap();

@@ -674,7 +674,7 @@ async fn read_head(conn: &mut sqlx::SqliteConnection, tenant: &str) -> Result<Me
         return Ok(MerkleHead::default());
     };
     let frontier: &[u8] = row.get("frontier");
-    if frontier.len() % 32 != 0 {
+    if !frontier.len().is_multiple_of(32) {
         return Err(Error::internal(format!(
             "merkle head of {tenant} is corrupt"
         )));
