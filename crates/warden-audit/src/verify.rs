@@ -296,7 +296,7 @@ impl LogVerifier {
         let root = self.range.root();
         if stored.root != root {
             let why = format!(
-                "the events hash to root {} but the stored checkpoint says {}: events before it were changed, removed, reordered or inserted",
+                "the events hash to root {} but the stored checkpoint says {}: either events before it were changed, removed, reordered or inserted, or the checkpoint itself was altered",
                 hex::encode(root),
                 hex::encode(stored.root)
             );

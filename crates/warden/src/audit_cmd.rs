@@ -28,6 +28,9 @@ pub enum AuditCommand {
         /// Public key file [default: DATA_DIR/keys/checkpoint.pub].
         #[arg(long)]
         public_key: Option<PathBuf>,
+        /// Check hashes even when no public key is available (signatures are then not checked).
+        #[arg(long)]
+        allow_unsigned: bool,
     },
     /// Write every matching event as NDJSON, oldest first.
     Export {
@@ -63,6 +66,7 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
             store: args,
             tenant,
             public_key,
+            allow_unsigned,
         } => {
             let store = args.open_existing().await?;
             let key_path = public_key
@@ -72,13 +76,19 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
                     CheckpointVerifier::from_key_file(t.trim())
                         .map_err(|e| anyhow::anyhow!("{}: {e:?}", key_path.display()))?,
                 ),
-                Err(_) => {
+                // Without the key a forged log with forged checkpoints would pass, so a
+                // missing key fails unless the caller explicitly accepts unsigned checks.
+                Err(_) if allow_unsigned => {
                     eprintln!(
                         "warning: no public key at {}; checkpoint signatures are not checked",
                         key_path.display()
                     );
                     None
                 }
+                Err(e) => anyhow::bail!(
+                    "cannot read the checkpoint public key {}: {e}; give it with --public-key, or pass --allow-unsigned to check hashes only",
+                    key_path.display()
+                ),
             };
             let logs = store.log_tenants().await?;
             let tenants = match tenant {

@@ -302,6 +302,29 @@ async fn verify_catches_and_names_every_kind_of_tampering() {
         "a tenant without a log does not verify: {}",
         out.text()
     );
+    let missing_key = fx.data.join("no-such-key.pub");
+    let k = path_str(&missing_key);
+    let out = warden(&["audit", "verify", "--data-dir", d, "--public-key", k]).await;
+    assert!(
+        !out.success() && out.text().contains("--allow-unsigned"),
+        "without the public key verification fails closed: {}",
+        out.text()
+    );
+    let out = warden(&[
+        "audit",
+        "verify",
+        "--data-dir",
+        d,
+        "--public-key",
+        k,
+        "--allow-unsigned",
+    ])
+    .await;
+    assert!(
+        out.success() && out.text().contains("signatures NOT checked"),
+        "hashes only, when explicitly asked: {}",
+        out.text()
+    );
 
     let t = fx.target;
     let n = fx.events;
