@@ -103,6 +103,20 @@ impl Caller {
         }
     }
 
+    /// A namespace this caller may act in: one of its tenant's (another tenant's namespace
+    /// is reported as not found) and inside the token's scope, if it has one.
+    pub fn check_namespace(&self, ns: &warden_core::NamespacePath) -> Result<(), Error> {
+        if ns.tenant() != self.token.tenant {
+            return Err(Error::not_found(format!("namespace {ns} not found")));
+        }
+        match &self.token.namespace {
+            Some(scope) if !ns.is_within(scope) => Err(Error::forbidden(format!(
+                "this token is confined to namespace {scope}; {ns} lies outside it"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     pub fn role(&self) -> Role {
         self.token.role
     }

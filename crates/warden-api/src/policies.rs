@@ -229,16 +229,23 @@ impl PolicyRuntime {
     /// Sets the API-managed sources (at start, from the store) and rebuilds.
     pub fn set_api_sources(&self, api: Vec<PolicySource>) -> Result<(), Vec<String>> {
         let mut inputs = self.inputs.lock().expect("policy inputs");
-        let api: BTreeMap<String, PolicySource> = api
+        let api = api
             .into_iter()
             .map(|s| (s.namespace.as_str().to_owned(), s))
             .collect();
+        self.install_api(&mut inputs, api)
+    }
+
+    /// Compiles the directory plus `api` and, only if that succeeds, puts it in force.
+    fn install_api(
+        &self,
+        inputs: &mut Inputs,
+        api: BTreeMap<String, PolicySource>,
+    ) -> Result<(), Vec<String>> {
+        let ext = inputs.dir.schema_extension.as_deref();
         let all = Self::all_sources(&inputs.dir, &api);
-        let engine = Self::compile(&all, inputs.dir.schema_extension.as_deref())?;
-        self.hash.store(Arc::new(content_hash(
-            &all,
-            inputs.dir.schema_extension.as_deref(),
-        )));
+        let engine = Self::compile(&all, ext)?;
+        self.hash.store(Arc::new(content_hash(&all, ext)));
         self.engine.store(Arc::new(engine));
         inputs.api = api;
         Ok(())
@@ -270,15 +277,7 @@ impl PolicyRuntime {
         let mut inputs = self.inputs.lock().expect("policy inputs");
         let mut api = inputs.api.clone();
         apply_change(&mut api, namespace, text);
-        let all = Self::all_sources(&inputs.dir, &api);
-        let engine = Self::compile(&all, inputs.dir.schema_extension.as_deref())?;
-        self.hash.store(Arc::new(content_hash(
-            &all,
-            inputs.dir.schema_extension.as_deref(),
-        )));
-        self.engine.store(Arc::new(engine));
-        inputs.api = api;
-        Ok(())
+        self.install_api(&mut inputs, api)
     }
 
     /// Re-reads the policy directory; with `force` even when nothing seems to have changed.

@@ -90,17 +90,7 @@ fn filter_for(caller: &Caller, q: &EventQuery) -> Result<EventFilter, Problem> {
     let namespace = match &q.namespace {
         Some(ns) => {
             let ns = NamespacePath::parse(ns)?;
-            if ns.tenant() != token.tenant {
-                return Err(Error::not_found(format!("namespace {ns} not found")).into());
-            }
-            if let Some(scope) = &token.namespace
-                && !ns.is_within(scope)
-            {
-                return Err(Error::forbidden(format!(
-                    "this token is confined to namespace {scope}"
-                ))
-                .into());
-            }
+            caller.check_namespace(&ns)?;
             Some(ns)
         }
         None => token.namespace.clone(),

@@ -129,17 +129,7 @@ pub fn resolve(
                 "`namespace` is required (this token has no default namespace)",
             ))
         })?;
-    if namespace.tenant() != token.tenant {
-        return Err(Error::not_found(format!("namespace {namespace} not found")).into());
-    }
-    if let Some(scope) = &token.namespace
-        && !namespace.is_within(scope)
-    {
-        return Err(Error::forbidden(format!(
-            "this token is confined to namespace {scope}; {namespace} lies outside it"
-        ))
-        .into());
-    }
+    caller.check_namespace(&namespace)?;
     let (principal, on_behalf_of, session) = match token.role {
         Role::Agent => {
             let agent = token.agent.clone().unwrap_or_default();

@@ -137,14 +137,9 @@ fn convert(state: &AppState, caller: &Caller, v: &Value) -> Result<AuditEvent, S
             .clone()
             .unwrap_or_else(|| token.tenant.root_namespace()),
     };
-    if namespace.tenant() != token.tenant {
-        return Err(format!("namespace {namespace} not found"));
-    }
-    if let Some(scope) = &token.namespace
-        && !namespace.is_within(scope)
-    {
-        return Err(format!("this token is confined to namespace {scope}"));
-    }
+    caller
+        .check_namespace(&namespace)
+        .map_err(|e| e.to_string())?;
     let ce_type = field(obj, "type")?;
     let source = field(obj, "source")?;
     let ce_id = field(obj, "id")?;

@@ -112,16 +112,7 @@ pub struct PolicyOverview {
 
 fn namespace_of(caller: &Caller, raw: &str) -> Result<NamespacePath, Problem> {
     let ns = NamespacePath::parse(raw)?;
-    if ns.tenant() != caller.token.tenant {
-        return Err(Error::not_found(format!("namespace {ns} not found")).into());
-    }
-    if let Some(scope) = &caller.token.namespace
-        && !ns.is_within(scope)
-    {
-        return Err(
-            Error::forbidden(format!("this token is confined to namespace {scope}")).into(),
-        );
-    }
+    caller.check_namespace(&ns)?;
     Ok(ns)
 }
 
