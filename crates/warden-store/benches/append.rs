@@ -8,8 +8,11 @@
 //!     `POST /api/v1/authorize`);
 //!   - `record_many_100`: 100 tasks calling `record_many` with 100 events each (like
 //!     `POST /api/v1/authorize/batch`).
-//! - `store/append_events_1000`: `SqliteStore::append_events` called directly with batches of
-//!   1,000 events, one transaction each: the speed of the store alone.
+//! - `store/append_events/N`: `SqliteStore::append_events` called directly with a batch of N
+//!   events (1, 10, 100, 1,000), one transaction and one fsync each: the speed of the store
+//!   alone, and what a commit costs whatever its size.
+//! - `store/encode/1000`: the CPU part of an append without SQLite — canonical header JSON,
+//!   Merkle leaf hash, payload JSON, query columns — for 1,000 events.
 //!
 //! Events are built like the decision API builds them (header with actor, action, resource and
 //! decision; payload with the redacted request and a context of about 400 bytes) before the
@@ -23,9 +26,11 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
+use warden_audit::index::IndexedColumns;
+use warden_audit::merkle::leaf_hash;
 use warden_audit::redact::{Redactor, tenant_key};
 use warden_core::{
     Actor, AuditEvent, ClientInfo, DecisionSummary, EntityRef, Obligation, Outcome, PolicyRef,
@@ -36,8 +41,10 @@ use warden_store::{Appended, NewEvent, SqliteStore, Store};
 
 /// Events per pipeline iteration.
 const PIPELINE_EVENTS: usize = 10_000;
-/// Events per direct store call.
-const STORE_BATCH: usize = 1_000;
+/// Events per direct store call: one transaction (and one fsync) each.
+const STORE_BATCHES: [usize; 4] = [1, 10, 100, 1_000];
+/// Events per iteration of the encoding measurement.
+const ENCODE_BATCH: usize = 1_000;
 
 const TENANT: &str = "acme";
 const NAMESPACE: &str = "acme/platform/api";
@@ -374,32 +381,53 @@ fn pipeline(c: &mut Criterion) {
 fn store(c: &mut Criterion) {
     let events = Events::new();
     let mut group = c.benchmark_group("store");
-    group.throughput(Throughput::Elements(STORE_BATCH as u64));
     group.sample_size(20);
     let rt = runtime();
     let dir = tempfile::tempdir().expect("temp dir");
     let store = rt.block_on(open_store(&dir));
-    group.bench_function("append_events_1000", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let batch: Vec<NewEvent> = events
-                    .make(STORE_BATCH)
-                    .into_iter()
-                    .map(|event| NewEvent {
-                        event,
-                        dedupe: false,
-                    })
-                    .collect();
-                let started = Instant::now();
-                let out = rt.block_on(store.append_events(&batch)).expect("append");
-                total += started.elapsed();
-                black_box(out);
-            }
-            total
-        })
-    });
+    for size in STORE_BATCHES {
+        group.throughput(Throughput::Elements(size as u64));
+        group.bench_function(BenchmarkId::new("append_events", size), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let batch: Vec<NewEvent> = events
+                        .make(size)
+                        .into_iter()
+                        .map(|event| NewEvent {
+                            event,
+                            dedupe: false,
+                        })
+                        .collect();
+                    let started = Instant::now();
+                    let out = rt.block_on(store.append_events(&batch)).expect("append");
+                    total += started.elapsed();
+                    black_box(out);
+                }
+                total
+            })
+        });
+    }
     eprintln!("store: database {} MiB", db_size(&dir) >> 20);
+
+    // The CPU part of an append, without SQLite: canonical header, leaf hash, payload text and
+    // query columns, as `append_events` computes them before it takes the write lock.
+    group.throughput(Throughput::Elements(ENCODE_BATCH as u64));
+    group.bench_function(BenchmarkId::new("encode", ENCODE_BATCH), |b| {
+        b.iter_batched(
+            || events.make(ENCODE_BATCH),
+            |batch| {
+                for e in &batch {
+                    let header = e.header.canonical_bytes();
+                    black_box(leaf_hash(&header));
+                    black_box(serde_json::to_string(&e.payload).expect("payload"));
+                    black_box(IndexedColumns::of(&e.header));
+                }
+                batch
+            },
+            BatchSize::LargeInput,
+        )
+    });
     group.finish();
 }
 

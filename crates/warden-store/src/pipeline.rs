@@ -197,6 +197,17 @@ async fn write_loop(
             Ok(_) => {}
             Err(_) => continue,
         }
+        // Let the tasks that are ready run first: under load, the requests among them add
+        // their events to this commit instead of waiting a whole commit for the next one.
+        if jobs.len() < max_batch {
+            tokio::task::yield_now().await;
+            while jobs.len() < max_batch {
+                match rx.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+        }
         for job in jobs.drain(..) {
             batch.push(job.event);
             acks.push(job.ack);

@@ -172,12 +172,33 @@ pub(crate) fn event_from_row(r: &SqliteRow) -> Result<StoredEvent> {
 const EVENT_COLUMNS: &str = "seq, id, time_us, namespace, event_type, principal, agent, on_behalf_of, session, \
      action, resource_type, resource_id, outcome, header, payload, leaf_hash";
 
-struct Row17 {
-    seq: i64,
+/// An event as stored, minus its position in the log.
+struct Encoded {
     columns: IndexedColumns,
     header: String,
     payload: Option<String>,
     leaf: Hash,
+}
+
+impl Encoded {
+    fn of(event: &AuditEvent) -> Encoded {
+        let header =
+            String::from_utf8(event.header.canonical_bytes()).expect("canonical JSON is UTF-8");
+        Encoded {
+            columns: IndexedColumns::of(&event.header),
+            leaf: leaf_hash(header.as_bytes()),
+            header,
+            payload: match &event.payload {
+                serde_json::Value::Null => None,
+                p => Some(serde_json::to_string(p).expect("payload serializes")),
+            },
+        }
+    }
+}
+
+struct Row17 {
+    seq: i64,
+    event: Encoded,
 }
 
 #[async_trait]
@@ -367,6 +388,11 @@ impl Store for SqliteStore {
             groups.get_mut(t).expect("inserted").push(i);
         }
 
+        // Serialising and hashing happen before the write lock is taken: none of it depends on
+        // where the event lands in the log, and the lock is held only for the database work.
+        let mut encoded: Vec<Option<Encoded>> =
+            batch.iter().map(|e| Some(Encoded::of(&e.event))).collect();
+
         let mut out = vec![Appended::Duplicate; batch.len()];
         // IMMEDIATE takes the write lock before the head is read, so two writers (the server
         // and a CLI command) can never extend the same tree from the same head.
@@ -391,25 +417,16 @@ impl Store for SqliteStore {
                 if ev.dedupe && (existing.contains(&id.to_string()) || !seen.insert(id)) {
                     continue;
                 }
-                let header = String::from_utf8(ev.event.header.canonical_bytes())
-                    .expect("canonical JSON is UTF-8");
-                let leaf = leaf_hash(header.as_bytes());
+                let event = encoded[i].take().expect("each event is stored once");
                 let seq = range.size();
-                for (node, h) in range.append(leaf) {
+                for (node, h) in range.append(event.leaf) {
                     if node.level >= STORED_NODE_MIN_LEVEL {
                         nodes.push((node, h));
                     }
                 }
-                let payload = match &ev.event.payload {
-                    serde_json::Value::Null => None,
-                    p => Some(serde_json::to_string(p).expect("payload serializes")),
-                };
                 rows.push(Row17 {
                     seq: seq as i64,
-                    columns: IndexedColumns::of(&ev.event.header),
-                    header,
-                    payload,
-                    leaf,
+                    event,
                 });
                 out[i] = Appended::Stored { seq };
             }
@@ -421,7 +438,12 @@ impl Store for SqliteStore {
                 ));
                 // The rows' strings move into the statement's arguments; none is copied.
                 qb.push_values(rows.by_ref().take(INSERT_CHUNK), |mut b, r| {
-                    let c = r.columns;
+                    let Encoded {
+                        columns: c,
+                        header,
+                        payload,
+                        leaf,
+                    } = r.event;
                     b.push_bind(tenant)
                         .push_bind(r.seq)
                         .push_bind(c.id.to_string())
@@ -436,9 +458,9 @@ impl Store for SqliteStore {
                         .push_bind(c.resource_type)
                         .push_bind(c.resource_id)
                         .push_bind(c.outcome)
-                        .push_bind(r.header)
-                        .push_bind(r.payload)
-                        .push_bind(r.leaf.to_vec());
+                        .push_bind(header)
+                        .push_bind(payload)
+                        .push_bind(leaf.to_vec());
                 });
                 qb.build().execute(&mut *tx).await.map_err(db_err)?;
             }
