@@ -352,6 +352,17 @@ async fn worker(
     t
 }
 
+/// CPU time (user + system) this process has used so far, where Linux reports it.
+fn own_cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which is in parentheses and may contain spaces).
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on Linux.
+    Some(Duration::from_millis(ticks * 10))
+}
+
 fn percentile(sorted: &[u64], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -405,6 +416,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     );
 
     let before = audit_counters(addr, &host).await;
+    let cpu_before = own_cpu_time();
     let start = Instant::now();
     let measure_from = start + Duration::from_secs_f64(settings.warmup);
     let until = measure_from + Duration::from_secs_f64(settings.seconds);
@@ -435,6 +447,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         all.io_errors += t.io_errors;
         all.last_done = all.last_done.max(t.last_done);
     }
+    let cpu_after = own_cpu_time();
+    let wall = start.elapsed();
     let after = audit_counters(addr, &host).await;
 
     let elapsed = all.last_done.map_or(Duration::ZERO, |d| {
@@ -483,6 +497,20 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         if events < all.answered_total {
             bail!("fewer audit events than answered decisions: the trail is missing records");
         }
+    }
+    if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
+        let used = b.saturating_sub(a);
+        let label = if server.is_some() {
+            "server and load generator"
+        } else {
+            "load generator"
+        };
+        println!(
+            "cpu:       {label} used {:.1} s of CPU in {:.1} s (warm-up included), {:.0} µs per request",
+            used.as_secs_f64(),
+            wall.as_secs_f64(),
+            used.as_secs_f64() * 1e6 / (all.answered_total.max(1)) as f64
+        );
     }
     println!(
         "summary: concurrency={} decisions_per_s={rate:.0} p50_ms={:.3} p90_ms={:.3} p99_ms={:.3} max_ms={:.3} errors={}",

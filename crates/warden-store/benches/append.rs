@@ -368,11 +368,13 @@ fn pipeline(c: &mut Criterion) {
         });
         let stats = pipeline.stats();
         let (appended, batches) = (stats.appended.get(), stats.batches.get());
-        eprintln!(
-            "pipeline/{name}: {appended} events in {batches} transactions ({:.0} per commit), database {} MiB",
-            appended as f64 / batches.max(1) as f64,
-            db_size(&dir) >> 20,
-        );
+        if appended > 0 {
+            eprintln!(
+                "pipeline/{name}: {appended} events in {batches} transactions ({:.0} per commit), database {} MiB",
+                appended as f64 / batches.max(1) as f64,
+                db_size(&dir) >> 20,
+            );
+        }
         rt.block_on(pipeline.shutdown());
     }
     group.finish();
@@ -408,7 +410,9 @@ fn store(c: &mut Criterion) {
             })
         });
     }
-    eprintln!("store: database {} MiB", db_size(&dir) >> 20);
+    if db_size(&dir) > 1 << 20 {
+        eprintln!("store: database {} MiB", db_size(&dir) >> 20);
+    }
 
     // The CPU part of an append, without SQLite: canonical header, leaf hash, payload text and
     // query columns, as `append_events` computes them before it takes the write lock.
