@@ -1,5 +1,7 @@
 //! A decision request and the decision the policy engine returns for it.
 
+use std::collections::BTreeSet;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -63,6 +65,10 @@ pub struct DecisionRequest {
     pub on_behalf_of: Option<EntityRef>,
     /// The agent session id, when the request comes from an agent session.
     pub session: Option<String>,
+    /// What the session has done so far (the gateway keeps them); policies read them as
+    /// `context.session.*`. Empty when the door keeps no session state.
+    #[serde(default, skip_serializing_if = "SessionFacts::is_empty")]
+    pub facts: SessionFacts,
     /// Action name as in the schema, without the `Action::` prefix: `call_tool`.
     pub action: String,
     pub resource: Resource,
@@ -70,6 +76,34 @@ pub struct DecisionRequest {
     pub context: Map<String, Value>,
     /// When the action is requested; policies see it as `context.time`.
     pub time: DateTime<Utc>,
+}
+
+/// Facts about an agent session, so that a policy can depend on what happened earlier in it
+/// ("after a secret was read in this session, no tool that reaches the network").
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SessionFacts {
+    /// Tools called (allowed and forwarded) so far, as `server__tool`.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub tools_called: BTreeSet<String>,
+    /// Servers whose tools, resources or prompts were used.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub servers: BTreeSet<String>,
+    /// Capability categories of the tools called and resources read (`read`, `secrets`, …).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub categories: BTreeSet<String>,
+    /// Tool calls forwarded so far.
+    #[serde(default)]
+    pub calls: u64,
+    /// Tool calls refused so far (by policy or by an approver).
+    #[serde(default)]
+    pub denied: u64,
+}
+
+impl SessionFacts {
+    pub fn is_empty(&self) -> bool {
+        *self == SessionFacts::default()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]

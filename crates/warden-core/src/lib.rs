@@ -5,6 +5,7 @@
 //! requests and decisions, the versioned audit event and its catalog, and the error kinds
 //! every layer maps to. This crate does no I/O.
 
+pub mod approval;
 pub mod authz;
 pub mod canonical;
 pub mod catalog;
@@ -14,9 +15,10 @@ pub mod ids;
 pub mod metrics;
 pub mod role;
 
+pub use approval::{Approval, ApprovalAnswer, ApprovalChannel, ApprovalStatus, NewApproval};
 pub use authz::{
     Decision, DecisionRequest, EntityRef, Obligation, Outcome, PolicyMode, PolicyRef, Resource,
-    Warning,
+    SessionFacts, Warning,
 };
 pub use error::{Error, Result};
 pub use event::{

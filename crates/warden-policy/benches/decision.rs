@@ -114,6 +114,7 @@ fn request() -> DecisionRequest {
         },
         on_behalf_of: Some(EntityRef::new("User", "alice")),
         session: Some("01J8ZK4X".into()),
+        facts: Default::default(),
         action: "call_tool".into(),
         resource: Resource {
             entity_type: "Tool".into(),

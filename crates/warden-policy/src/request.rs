@@ -261,7 +261,25 @@ fn context(
         map.insert("on_behalf_of".into(), Value::from(user));
     }
     if let Some(session) = &req.session {
-        map.insert("session".into(), Value::from(session.as_str()));
+        let strings = |set: &std::collections::BTreeSet<String>| {
+            Value::set(set.iter().map(|s| Value::from(s.as_str())), None)
+        };
+        let facts = &req.facts;
+        let count = |n: u64| Value::from(i64::try_from(n).unwrap_or(i64::MAX));
+        map.insert(
+            "session".into(),
+            Value::record(
+                [
+                    ("id", Value::from(session.as_str())),
+                    ("tools_called", strings(&facts.tools_called)),
+                    ("servers", strings(&facts.servers)),
+                    ("categories", strings(&facts.categories)),
+                    ("calls", count(facts.calls)),
+                    ("denied", count(facts.denied)),
+                ],
+                None,
+            ),
+        );
     }
     Ok(ast::Context::Value(Arc::new(map)))
 }

@@ -408,7 +408,10 @@ fn context_reaches_policies() {
           context.namespace.path == "acme/platform/api" &&
           context.namespace in Tenant::"acme" &&
           context has on_behalf_of && context.on_behalf_of == User::"alice" &&
-          context has session && context.session == "sess-1" &&
+          context has session && context.session.id == "sess-1" &&
+          context.session.tools_called.contains("git__read") && context.session.calls == 3 &&
+          context.session.categories.contains("secrets") && context.session.denied == 0 &&
+          context.session.servers.isEmpty() &&
           context.time.hour == 10 && context.time.weekday == 2 && context.time.unix == 1749031200 &&
           context has client_ip && context.client_ip.isInRange(ip("10.0.0.0/8")) &&
           context has labels && context.labels.contains("x")
@@ -418,8 +421,14 @@ fn context_reaches_policies() {
     let mut req = call_tool("acme/platform/api", "x__y");
     req.context.insert("client_ip".into(), json!("10.1.2.3"));
     req.context.insert("labels".into(), json!(["x", "y"]));
+    req.facts.tools_called.insert("git__read".into());
+    req.facts.categories.insert("secrets".into());
+    req.facts.calls = 3;
     let d = e.decide(&req);
     assert_eq!(d.outcome, Outcome::Allow, "{d:?}");
+    // The facts are what the policy read: without them it no longer matches.
+    req.facts = Default::default();
+    assert_eq!(e.decide(&req).outcome, Outcome::Deny);
 }
 
 #[test]

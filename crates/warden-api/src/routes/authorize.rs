@@ -175,6 +175,7 @@ pub fn resolve(
         principal,
         on_behalf_of,
         session,
+        facts: Default::default(),
         action: req.action,
         resource: req.resource,
         context: req.context,

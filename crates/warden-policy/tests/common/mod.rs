@@ -59,6 +59,7 @@ pub fn call_tool(namespace: &str, tool: &str) -> DecisionRequest {
         },
         on_behalf_of: Some(EntityRef::new("User", "alice")),
         session: Some("sess-1".into()),
+        facts: Default::default(),
         action: "call_tool".into(),
         resource: Resource {
             entity_type: "Tool".into(),
@@ -97,6 +98,7 @@ pub fn request(
         },
         on_behalf_of: None,
         session: None,
+        facts: Default::default(),
         action: action.into(),
         resource: Resource {
             entity_type: resource.0.into(),
