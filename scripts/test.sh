@@ -10,6 +10,9 @@ cargo fmt --all -- --check
 echo "== cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "== MCP peers (pinned servers and clients for the interoperability tests)"
+./scripts/install-peers.sh
+
 echo "== cargo test"
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/test-output.txt
 # Summarise in one line for CI readers.
