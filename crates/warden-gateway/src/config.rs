@@ -1,0 +1,104 @@
+//! The gateway's settings (the `[gateway]` table of the configuration file).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::upstream::UpstreamConfig;
+
+/// Protocol versions the agent-facing endpoint speaks, newest first.
+pub const PROTOCOL_VERSIONS: [&str; 3] = ["2025-11-25", "2025-06-18", "2025-03-26"];
+
+/// Separates a server's name from its tool's name in the aggregated tool list.
+pub const NAME_SEPARATOR: &str = "__";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// The MCP servers the gateway governs.
+    #[serde(rename = "upstream")]
+    pub upstreams: Vec<UpstreamConfig>,
+    /// How long a held call waits for a person before it fails (seconds; default 600).
+    #[serde(with = "secs")]
+    pub approval_timeout: Duration,
+    /// Sessions idle longer than this are ended (seconds; default 3600).
+    #[serde(with = "secs")]
+    pub session_idle_timeout: Duration,
+    /// Most open sessions; past it `initialize` is refused until one ends (default 10,000).
+    pub max_sessions: usize,
+    /// Largest JSON-RPC message accepted from an agent, in bytes (default 4 MiB).
+    pub max_message_bytes: usize,
+    /// Browser origins allowed to call `/mcp` besides the loopback ones (`http://localhost:*`,
+    /// `http://127.0.0.1:*`, `http://[::1]:*`). A request with any other `Origin` gets 403.
+    pub allowed_origins: Vec<String>,
+    /// Offer the on-behalf-of user to approve a held call in the agent's own client (MCP
+    /// elicitation), when the client supports it. The answer is recorded as such.
+    pub elicitation_approvals: bool,
+    /// Tools per `tools/list` page.
+    pub page_size: usize,
+    /// How often a held call reports progress to a client that asked for it (seconds).
+    #[serde(with = "secs")]
+    pub progress_interval: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            upstreams: Vec::new(),
+            approval_timeout: Duration::from_secs(600),
+            session_idle_timeout: Duration::from_secs(3600),
+            max_sessions: 10_000,
+            max_message_bytes: 4 * 1024 * 1024,
+            allowed_origins: Vec::new(),
+            elicitation_approvals: false,
+            page_size: 200,
+            progress_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// Checks what serde cannot: names usable as prefixes, no duplicates.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut seen = std::collections::HashSet::new();
+        for u in &self.upstreams {
+            let n = &u.name;
+            let ok = !n.is_empty()
+                && n.len() <= 64
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && !n.contains(NAME_SEPARATOR)
+                && !n.starts_with('_')
+                && !n.ends_with('_');
+            if !ok {
+                return Err(format!(
+                    "upstream name {n:?} is not usable: 1-64 letters, digits, '-' or '_', \
+                     without \"__\" and not starting or ending with '_' (tools appear as \
+                     <server>__<tool>)"
+                ));
+            }
+            if !seen.insert(n.as_str()) {
+                return Err(format!("upstream {n:?} is declared twice"));
+            }
+        }
+        if self.page_size == 0 {
+            return Err("page_size must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Duration::try_from_secs_f64(f64::deserialize(d)?)
+            .map_err(|_| serde::de::Error::custom("expected a non-negative number of seconds"))
+    }
+}
