@@ -1,10 +1,12 @@
 //! Warden's HTTP server.
 //!
 //! The decision API (`/api/v1/authorize`), event ingest, the audit API (query, export,
-//! proofs, checkpoints), API-managed policies, tokens, health and metrics, and the OpenAPI
-//! document that describes them. Handlers stay small: authentication, JSON parsing and error
-//! rendering live in extractors ([`extract`]) and one error type ([`problem::Problem`]).
+//! proofs, checkpoints), API-managed policies, tokens, approval requests, health and metrics,
+//! and the OpenAPI document that describes them. Handlers stay small: authentication, JSON
+//! parsing and error rendering live in extractors ([`extract`]) and one error type
+//! ([`problem::Problem`]).
 
+pub mod approvals;
 pub mod extract;
 pub mod keys;
 pub mod openapi;

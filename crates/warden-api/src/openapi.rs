@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{audit, authorize, events, health, policies, tokens};
+use crate::routes::{approvals, audit, authorize, events, health, policies, tokens};
 
 struct BearerAuth;
 
@@ -33,6 +33,7 @@ impl Modify for BearerAuth {
         audit::list_events, audit::get_event, audit::proof, audit::export, audit::hash_value, audit::checkpoints, audit::consistency,
         policies::overview, policies::versions, policies::get_policy, policies::put_policy, policies::delete_policy,
         tokens::create, tokens::list, tokens::revoke,
+        approvals::list, approvals::get, approvals::approve, approvals::deny,
         serve,
     ),
     modifiers(&BearerAuth),
@@ -41,6 +42,7 @@ impl Modify for BearerAuth {
         (name = "audit", description = "The tamper-evident audit trail"),
         (name = "policies", description = "API-managed Cedar policies"),
         (name = "tokens", description = "API tokens"),
+        (name = "approvals", description = "Held agent actions waiting for a person"),
         (name = "operations", description = "Health, readiness, metrics"),
     )
 )]

@@ -19,9 +19,10 @@ use warden_policy::PolicySource;
 use warden_store::pipeline::AuditPipeline;
 use warden_store::{SqliteStore, Store, checkpointer};
 
+use crate::approvals::ApprovalDesk;
 use crate::policies::{PolicyRuntime, Reload};
 use crate::problem::Problem;
-use crate::routes::{audit, authorize, events, health, policies, tokens};
+use crate::routes::{approvals, audit, authorize, events, health, policies, tokens};
 use crate::state::{AppState, Inner, Metrics, ServerConfig};
 use crate::tokens::TokenCache;
 
@@ -57,6 +58,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/tokens", post(tokens::create).get(tokens::list))
         .route("/api/v1/tokens/{id}", axum::routing::delete(tokens::revoke))
+        .route("/api/v1/approvals", get(approvals::list))
+        .route("/api/v1/approvals/{id}", get(approvals::get))
+        .route("/api/v1/approvals/{id}/approve", post(approvals::approve))
+        .route("/api/v1/approvals/{id}/deny", post(approvals::deny))
         .fallback(|| async {
             Problem::new(
                 StatusCode::NOT_FOUND,
@@ -139,12 +144,14 @@ pub async fn build_state(
     })?;
 
     let pipeline = Arc::new(AuditPipeline::start(store.clone(), config.pipeline));
+    let approvals = ApprovalDesk::new(store.clone(), pipeline.clone());
     Ok(Arc::new(Inner {
         config,
         store,
         pipeline,
         policies: runtime,
         tokens: TokenCache::default(),
+        approvals,
         redaction_master,
         signer,
         metrics: Metrics::default(),

@@ -11,6 +11,7 @@ use warden_store::Store;
 use warden_store::checkpointer::CheckpointPolicy;
 use warden_store::pipeline::{AuditPipeline, PipelineConfig};
 
+use crate::approvals::ApprovalDesk;
 use crate::policies::PolicyRuntime;
 use crate::tokens::TokenCache;
 
@@ -80,6 +81,8 @@ pub struct Inner {
     pub pipeline: Arc<AuditPipeline>,
     pub policies: Arc<PolicyRuntime>,
     pub tokens: TokenCache,
+    /// Approval requests: held actions waiting for a person.
+    pub approvals: ApprovalDesk,
     pub redaction_master: [u8; 32],
     pub signer: Arc<CheckpointSigner>,
     pub metrics: Metrics,

@@ -33,6 +33,11 @@ pub const POLICY_DELETED: &str = "policy.deleted";
 pub const POLICY_RELOADED: &str = "policy.reloaded";
 pub const POLICY_RELOAD_FAILED: &str = "policy.reload_failed";
 pub const EVENTS_INGESTED: &str = "audit.ingested";
+pub const APPROVAL_REQUESTED: &str = "approval.requested";
+pub const APPROVAL_GRANTED: &str = "approval.granted";
+pub const APPROVAL_DENIED: &str = "approval.denied";
+pub const APPROVAL_EXPIRED: &str = "approval.expired";
+pub const APPROVAL_CONSUMED: &str = "approval.consumed";
 
 pub const CATALOG: &[EventType] = &[
     EventType {
@@ -88,6 +93,36 @@ pub const CATALOG: &[EventType] = &[
         description: "Not emitted itself: ingested CloudEvents keep their own `type` and `source`; this entry documents that such events are stored with the producer's type.",
         scope: "the namespace named by the CloudEvent's `warden_namespace` extension, or the tenant root",
         door: Door::Api,
+    },
+    EventType {
+        name: APPROVAL_REQUESTED,
+        description: "An action was held for a person's approval: the approval id, the agent session, the tool, the SHA-256 of its arguments and the redacted arguments, the policies that asked and the expiry.",
+        scope: "the namespace the held action was requested in",
+        door: Door::Gateway,
+    },
+    EventType {
+        name: APPROVAL_GRANTED,
+        description: "A person approved a held action (API, CLI or elicitation): who, through which channel, the comment. Recorded before the approval takes effect.",
+        scope: "the namespace the held action was requested in",
+        door: Door::Admin,
+    },
+    EventType {
+        name: APPROVAL_DENIED,
+        description: "A person denied a held action: who, through which channel, the comment. Recorded before the answer takes effect.",
+        scope: "the namespace the held action was requested in",
+        door: Door::Admin,
+    },
+    EventType {
+        name: APPROVAL_EXPIRED,
+        description: "Nobody answered an approval request before its expiry; the held action does not proceed.",
+        scope: "the namespace the held action was requested in",
+        door: Door::Gateway,
+    },
+    EventType {
+        name: APPROVAL_CONSUMED,
+        description: "A granted approval was used by the one action it was bound to (same session, tool and arguments); it cannot be used again.",
+        scope: "the namespace the held action was requested in",
+        door: Door::Gateway,
     },
 ];
 

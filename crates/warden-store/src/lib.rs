@@ -1,8 +1,9 @@
 //! Warden's system of record.
 //!
-//! Every durable fact — tenants, tokens, API-managed policies, the audit trail with its Merkle
-//! log and checkpoints — goes through the [`Store`] trait. SQLite (WAL, `synchronous=FULL`) is
-//! the embedded default; PostgreSQL implements the same trait for deployments at scale.
+//! Every durable fact — tenants, tokens, API-managed policies, approval requests, the audit
+//! trail with its Merkle log and checkpoints — goes through the [`Store`] trait. SQLite (WAL,
+//! `synchronous=FULL`) is the embedded default; PostgreSQL implements the same trait for
+//! deployments at scale.
 //!
 //! The [`pipeline::AuditPipeline`] sits in front of the store: a bounded queue and a single
 //! writer that commits many events per transaction (group commit) and acknowledges each event
@@ -14,8 +15,10 @@ pub mod pipeline;
 pub mod sqlite;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
 use warden_audit::merkle::{Hash, NodeId};
-use warden_core::{AuditEvent, Result, TenantId};
+use warden_core::{Approval, ApprovalAnswer, AuditEvent, NewApproval, Result, TenantId};
 
 pub use model::*;
 pub use sqlite::SqliteStore;
@@ -49,6 +52,50 @@ pub trait Store: Send + Sync + 'static {
         tenant: &TenantId,
         namespace: Option<&str>,
     ) -> Result<Vec<PolicyVersion>>;
+
+    // --- approval requests ----------------------------------------------------------------
+    // Every change is one conditional write, so that the server, the CLI and (later) several
+    // nodes answering or using the same approval at once can never both succeed.
+
+    /// Stores a new pending approval with a fresh UUIDv7 id, requested now.
+    async fn create_approval(&self, request: &NewApproval) -> Result<Approval>;
+    /// `None` when the tenant has no such approval (another tenant's id included).
+    async fn get_approval(&self, tenant: &TenantId, id: Uuid) -> Result<Option<Approval>>;
+    /// Newest first. Rows come back as stored: a pending row past its expiry still says
+    /// `pending` (use [`Approval::status_at`]); the status filter already judges it expired.
+    async fn list_approvals(
+        &self,
+        tenant: &TenantId,
+        filter: &ApprovalFilter,
+    ) -> Result<Vec<Approval>>;
+    /// Pending and unexpired at `now` → approved or denied, atomically. Otherwise nothing is
+    /// written and the error says why.
+    async fn answer_approval(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        answer: &ApprovalAnswer,
+        now: DateTime<Utc>,
+    ) -> Result<Approval, AnswerError>;
+    /// Uses up one approved, unexpired approval bound to exactly this session, resource and
+    /// argument digest: marks it consumed and returns it. `None` when there is none, so a
+    /// grant serves one action once.
+    async fn consume_approval(
+        &self,
+        tenant: &TenantId,
+        session: &str,
+        resource_id: &str,
+        args_sha256: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Approval>>;
+    /// Pending and past its expiry at `now` → expired; the updated approval, or `None` when
+    /// there was nothing to write down (unknown, answered, not yet due, already expired).
+    async fn expire_approval(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Approval>>;
 
     // --- audit trail --------------------------------------------------------------------
     /// Appends a batch in one durable transaction, extending each tenant's Merkle log.

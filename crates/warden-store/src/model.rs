@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use warden_audit::merkle::Hash;
-use warden_core::{AuditEvent, NamespacePath, Role, TenantId};
+use warden_core::{ApprovalStatus, AuditEvent, Error, NamespacePath, Role, TenantId};
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct TokenRecord {
@@ -119,4 +119,64 @@ pub struct StoredCheckpoint {
 
 fn hex_hash<S: serde::Serializer>(h: &Hash, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&hex::encode(h))
+}
+
+/// Which approvals to list, newest first. Filters combine with AND.
+#[derive(Clone, Debug)]
+pub struct ApprovalFilter {
+    /// The status as of `now` ([`warden_core::Approval::status_at`]): `Expired` also matches
+    /// pending approvals past their expiry, and `Pending` leaves them out.
+    pub status: Option<ApprovalStatus>,
+    /// The namespace and everything below it.
+    pub namespace: Option<NamespacePath>,
+    /// Keyset cursor: only approvals with a smaller (older) id.
+    pub before: Option<uuid::Uuid>,
+    pub limit: u32,
+    /// The time `status` is judged at.
+    pub now: DateTime<Utc>,
+}
+
+impl ApprovalFilter {
+    /// Every approval as of `now`, at most `limit`.
+    pub fn all(now: DateTime<Utc>, limit: u32) -> ApprovalFilter {
+        ApprovalFilter {
+            status: None,
+            namespace: None,
+            before: None,
+            limit,
+            now,
+        }
+    }
+}
+
+/// Why an answer to an approval was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum AnswerError {
+    /// No such approval in this tenant.
+    #[error("approval not found")]
+    NotFound,
+    /// Someone answered first (or the grant was already used): the status it has.
+    #[error("this approval was already answered: it is {}", .0.as_str())]
+    AlreadyAnswered(ApprovalStatus),
+    /// Nobody answered before its expiry; it can no longer be answered.
+    #[error("this approval expired before it was answered")]
+    Expired,
+    #[error(transparent)]
+    Store(#[from] Error),
+}
+
+impl From<AnswerError> for Error {
+    fn from(e: AnswerError) -> Error {
+        match e {
+            AnswerError::NotFound => Error::not_found("approval not found"),
+            AnswerError::AlreadyAnswered(status) => Error::Conflict(format!(
+                "this approval was already answered and is now {}; an answer cannot be changed",
+                status.as_str()
+            )),
+            AnswerError::Expired => Error::Conflict(
+                "this approval expired before it was answered; the agent has to ask again".into(),
+            ),
+            AnswerError::Store(e) => e,
+        }
+    }
 }

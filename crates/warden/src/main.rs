@@ -1,5 +1,6 @@
 //! `warden`: one binary for the server and every administrative command.
 
+mod approvals_cmd;
 mod audit_cmd;
 mod config;
 mod duration;
@@ -34,6 +35,9 @@ enum Command {
     /// Check policies before they go live.
     #[command(subcommand)]
     Policy(policy_cmd::PolicyCommand),
+    /// List, approve and deny held agent actions.
+    #[command(subcommand)]
+    Approvals(approvals_cmd::ApprovalsCommand),
 }
 
 fn init_logging() {
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
             Command::Token(cmd) => token_cmd::run(cmd).await,
             Command::Audit(cmd) => audit_cmd::run(cmd).await,
             Command::Policy(cmd) => policy_cmd::run(cmd),
+            Command::Approvals(cmd) => approvals_cmd::run(cmd).await,
         }
     });
     match result {

@@ -50,7 +50,7 @@ pub enum TokenCommand {
         /// Tenant (created if new).
         #[arg(long)]
         tenant: String,
-        /// admin, policy_admin, auditor, agent or service.
+        /// admin, policy_admin, auditor, approver, agent or service.
         #[arg(long)]
         role: String,
         /// The agent an agent token stands for.
@@ -108,7 +108,7 @@ pub async fn run(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
         } => {
             let tenant = TenantId::parse(&tenant)?;
             let role = Role::parse(&role).with_context(|| {
-                format!("unknown role {role:?}; use admin, policy_admin, auditor, agent or service")
+                format!("unknown role {role:?}; use admin, policy_admin, auditor, approver, agent or service")
             })?;
             let namespace = namespace.as_deref().map(NamespacePath::parse).transpose()?;
             let ttl = ttl

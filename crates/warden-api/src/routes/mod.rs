@@ -1,5 +1,6 @@
 //! HTTP handlers, one module per area of the API.
 
+pub mod approvals;
 pub mod audit;
 pub mod authorize;
 pub mod events;

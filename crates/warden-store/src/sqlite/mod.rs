@@ -12,10 +12,14 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use uuid::Uuid;
 use warden_audit::index::IndexedColumns;
 use warden_audit::merkle::{CompactRange, Hash, NodeId, leaf_hash, node_hash};
 use warden_core::event::EventHeader;
-use warden_core::{AuditEvent, Error, NamespacePath, Result, Role, TenantId};
+use warden_core::{
+    Approval, ApprovalAnswer, ApprovalChannel, ApprovalStatus, AuditEvent, Error, NamespacePath,
+    NewApproval, Result, Role, TenantId,
+};
 
 use crate::model::*;
 use crate::{STORED_NODE_MIN_LEVEL, Store};
@@ -131,6 +135,45 @@ fn policy_from_row(r: &SqliteRow) -> Result<PolicyVersion> {
         author: r.get("author"),
         message: r.get("message"),
         created_at: from_us(r.get("created_us")),
+    })
+}
+
+fn approval_from_row(r: &SqliteRow) -> Result<Approval> {
+    let id: &str = r.get("id");
+    let bad = |what: &str| Error::internal(format!("stored approval {id}: {what}"));
+    let status: &str = r.get("status");
+    let via: Option<&str> = r.get("resolved_via");
+    let decision_event: Option<&str> = r.get("decision_event");
+    Ok(Approval {
+        id: Uuid::parse_str(id).map_err(|e| bad(&format!("id: {e}")))?,
+        tenant: r.get("tenant"),
+        namespace: r.get("namespace"),
+        session: r.get("session"),
+        agent: r.get("agent"),
+        on_behalf_of: r.get("on_behalf_of"),
+        action: r.get("action"),
+        resource_type: r.get("resource_type"),
+        resource_id: r.get("resource_id"),
+        args_sha256: r.get("args_sha256"),
+        arguments: serde_json::from_str(r.get("arguments"))
+            .map_err(|e| bad(&format!("arguments do not parse: {e}")))?,
+        policies: serde_json::from_str(r.get("policies"))
+            .map_err(|e| bad(&format!("policies do not parse: {e}")))?,
+        reason: r.get("reason"),
+        decision_event: decision_event
+            .map(Uuid::parse_str)
+            .transpose()
+            .map_err(|e| bad(&format!("decision event: {e}")))?,
+        status: ApprovalStatus::parse(status)
+            .ok_or_else(|| bad(&format!("unknown status {status}")))?,
+        requested_at: from_us(r.get("requested_us")),
+        expires_at: from_us(r.get("expires_us")),
+        resolved_by: r.get("resolved_by"),
+        resolved_via: via
+            .map(|v| ApprovalChannel::parse(v).ok_or_else(|| bad(&format!("unknown channel {v}"))))
+            .transpose()?,
+        resolved_at: r.get::<Option<i64>, _>("resolved_us").map(from_us),
+        comment: r.get("comment"),
     })
 }
 
@@ -370,6 +413,217 @@ impl Store for SqliteStore {
         .await
         .map_err(db_err)?;
         rows.iter().map(policy_from_row).collect()
+    }
+
+    async fn create_approval(&self, a: &NewApproval) -> Result<Approval> {
+        let tenant = TenantId::parse(&a.tenant)?;
+        let namespace = NamespacePath::parse(&a.namespace)?;
+        if namespace.tenant() != tenant {
+            return Err(Error::invalid(format!(
+                "namespace {namespace} does not belong to tenant {tenant}"
+            )));
+        }
+        // Stored with the precision of the column, so what is returned is what a read gives.
+        let now = from_us(us(Utc::now()));
+        let approval = Approval {
+            id: Uuid::now_v7(),
+            tenant: a.tenant.clone(),
+            namespace: a.namespace.clone(),
+            session: a.session.clone(),
+            agent: a.agent.clone(),
+            on_behalf_of: a.on_behalf_of.clone(),
+            action: a.action.clone(),
+            resource_type: a.resource_type.clone(),
+            resource_id: a.resource_id.clone(),
+            args_sha256: a.args_sha256.clone(),
+            arguments: a.arguments.clone(),
+            policies: a.policies.clone(),
+            reason: a.reason.clone(),
+            decision_event: a.decision_event,
+            status: ApprovalStatus::Pending,
+            requested_at: now,
+            expires_at: from_us(us(a.expires_at)),
+            resolved_by: None,
+            resolved_via: None,
+            resolved_at: None,
+            comment: None,
+        };
+        let arguments = serde_json::to_string(&approval.arguments).expect("JSON serializes");
+        let policies = serde_json::to_string(&approval.policies).expect("JSON serializes");
+        sqlx::query(
+            "INSERT INTO approvals (id, tenant, namespace, session, agent, on_behalf_of, action, resource_type, \
+             resource_id, args_sha256, arguments, policies, reason, decision_event, status, requested_us, expires_us) \
+             VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        )
+        .bind(approval.id.to_string())
+        .bind(&approval.tenant)
+        .bind(&approval.namespace)
+        .bind(&approval.session)
+        .bind(&approval.agent)
+        .bind(&approval.on_behalf_of)
+        .bind(&approval.action)
+        .bind(&approval.resource_type)
+        .bind(&approval.resource_id)
+        .bind(&approval.args_sha256)
+        .bind(arguments)
+        .bind(policies)
+        .bind(&approval.reason)
+        .bind(approval.decision_event.map(|e| e.to_string()))
+        .bind(approval.status.as_str())
+        .bind(us(approval.requested_at))
+        .bind(us(approval.expires_at))
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(approval)
+    }
+
+    async fn get_approval(&self, tenant: &TenantId, id: Uuid) -> Result<Option<Approval>> {
+        let row = sqlx::query("SELECT * FROM approvals WHERE tenant = ? AND id = ?")
+            .bind(tenant.as_str())
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(approval_from_row).transpose()
+    }
+
+    async fn list_approvals(&self, tenant: &TenantId, f: &ApprovalFilter) -> Result<Vec<Approval>> {
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new("SELECT * FROM approvals WHERE tenant = ");
+        qb.push_bind(tenant.as_str().to_owned());
+        let now = us(f.now);
+        // The same rule as Approval::status_at: pending and at or past expiry is expired.
+        match f.status {
+            None => {}
+            Some(ApprovalStatus::Pending) => {
+                qb.push(" AND status = 'pending' AND expires_us > ")
+                    .push_bind(now);
+            }
+            Some(ApprovalStatus::Expired) => {
+                qb.push(" AND (status = 'expired' OR (status = 'pending' AND expires_us <= ")
+                    .push_bind(now)
+                    .push("))");
+            }
+            Some(other) => {
+                qb.push(" AND status = ").push_bind(other.as_str());
+            }
+        }
+        if let Some(ns) = &f.namespace {
+            // Subtree as a range, not LIKE: '_' is legal in namespace names and a LIKE wildcard.
+            qb.push(" AND (namespace = ")
+                .push_bind(ns.as_str().to_owned());
+            qb.push(" OR (namespace >= ").push_bind(format!("{ns}/"));
+            qb.push(" AND namespace < ")
+                .push_bind(format!("{ns}0"))
+                .push("))");
+        }
+        if let Some(before) = f.before {
+            // Hyphenated lower-case UUIDs sort as text in the order of their bytes, and a
+            // UUIDv7's bytes in the order it was made.
+            qb.push(" AND id < ").push_bind(before.to_string());
+        }
+        qb.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(f.limit as i64);
+        let rows = qb.build().fetch_all(&self.pool).await.map_err(db_err)?;
+        rows.iter().map(approval_from_row).collect()
+    }
+
+    async fn answer_approval(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        answer: &ApprovalAnswer,
+        now: DateTime<Utc>,
+    ) -> Result<Approval, AnswerError> {
+        let status = if answer.approve {
+            ApprovalStatus::Approved
+        } else {
+            ApprovalStatus::Denied
+        };
+        // One conditional statement: of two answers racing, exactly one finds the row pending.
+        let row = sqlx::query(
+            "UPDATE approvals SET status = ?, resolved_by = ?, resolved_via = ?, resolved_us = ?, comment = ? \
+             WHERE tenant = ? AND id = ? AND status = 'pending' AND expires_us > ? RETURNING *",
+        )
+        .bind(status.as_str())
+        .bind(&answer.by)
+        .bind(answer.via.as_str())
+        .bind(us(now))
+        .bind(&answer.comment)
+        .bind(tenant.as_str())
+        .bind(id.to_string())
+        .bind(us(now))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        if let Some(row) = row {
+            return Ok(approval_from_row(&row)?);
+        }
+        // Nothing was written; say why. A status only moves forward, so what is read now is
+        // still a reason the answer could not apply.
+        let current = self
+            .get_approval(tenant, id)
+            .await?
+            .ok_or(AnswerError::NotFound)?;
+        Err(match current.status_at(now) {
+            ApprovalStatus::Expired => AnswerError::Expired,
+            ApprovalStatus::Pending => {
+                return Err(AnswerError::Store(Error::internal(format!(
+                    "approval {id} is pending but could not be answered"
+                ))));
+            }
+            answered => AnswerError::AlreadyAnswered(answered),
+        })
+    }
+
+    async fn consume_approval(
+        &self,
+        tenant: &TenantId,
+        session: &str,
+        resource_id: &str,
+        args_sha256: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Approval>> {
+        // The outer `status = 'approved'` is checked again on the row being written, so two
+        // concurrent consumers cannot both take the same grant (on any database).
+        let row = sqlx::query(
+            "UPDATE approvals SET status = 'consumed', consumed_us = ? \
+             WHERE tenant = ? AND status = 'approved' AND id = ( \
+               SELECT id FROM approvals WHERE tenant = ? AND session = ? AND resource_id = ? \
+               AND args_sha256 = ? AND status = 'approved' AND expires_us > ? ORDER BY id LIMIT 1) \
+             RETURNING *",
+        )
+        .bind(us(now))
+        .bind(tenant.as_str())
+        .bind(tenant.as_str())
+        .bind(session)
+        .bind(resource_id)
+        .bind(args_sha256)
+        .bind(us(now))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        row.as_ref().map(approval_from_row).transpose()
+    }
+
+    async fn expire_approval(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Approval>> {
+        let row = sqlx::query(
+            "UPDATE approvals SET status = 'expired' \
+             WHERE tenant = ? AND id = ? AND status = 'pending' AND expires_us <= ? RETURNING *",
+        )
+        .bind(tenant.as_str())
+        .bind(id.to_string())
+        .bind(us(now))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        row.as_ref().map(approval_from_row).transpose()
     }
 
     async fn append_events(&self, batch: &[NewEvent]) -> Result<Vec<Appended>> {
