@@ -8,6 +8,7 @@
 
 pub mod approvals;
 pub mod extract;
+pub mod gateway;
 pub mod keys;
 pub mod openapi;
 pub mod policies;

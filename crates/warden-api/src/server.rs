@@ -78,7 +78,8 @@ pub fn router(state: AppState) -> Router {
         })
         // Bodies are bounded by our own extractors (problem+json 413); this is the backstop.
         .layer(DefaultBodyLimit::disable())
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(warden_gateway::http::router(state.gateway().clone()))
 }
 
 /// A server started in this process.
@@ -143,9 +144,14 @@ pub async fn build_state(
         )
     })?;
 
+    config
+        .gateway
+        .validate()
+        .map_err(|e| anyhow::anyhow!("gateway configuration: {e}"))?;
     let pipeline = Arc::new(AuditPipeline::start(store.clone(), config.pipeline));
     let approvals = ApprovalDesk::new(store.clone(), pipeline.clone());
-    Ok(Arc::new(Inner {
+    let gateway_config = config.gateway.clone();
+    let state = Arc::new(Inner {
         config,
         store,
         pipeline,
@@ -156,7 +162,22 @@ pub async fn build_state(
         signer,
         metrics: Metrics::default(),
         started: Instant::now(),
-    }))
+        gateway: std::sync::OnceLock::new(),
+    });
+    let governor = Arc::new(crate::gateway::ServerGovernor::new(&state));
+    let gateway = warden_gateway::Gateway::start(gateway_config, governor);
+    let _ = state.gateway.set(gateway);
+    Ok(state)
+}
+
+/// Stops what `build_state` started when no HTTP server runs (the stdio gateway): ends the
+/// MCP sessions, writes whatever is queued, and signs a final checkpoint.
+pub async fn close(state: &AppState) {
+    state.gateway().shutdown().await;
+    state.pipeline.shutdown().await;
+    if let Err(e) = checkpointer::checkpoint_all(state.store.as_ref(), &state.signer).await {
+        tracing::warn!(error = %e, "final checkpoint failed");
+    }
 }
 
 /// Starts serving on the configured address (port 0 picks a free one).
@@ -198,7 +219,9 @@ async fn run(state: AppState, listener: TcpListener, shutdown: Arc<Notify>) -> a
         .await
         .context("HTTP server failed")?;
 
-    // Every request has been answered; write whatever is still queued, then seal it.
+    // Every request has been answered; end the MCP sessions (recorded), write whatever is
+    // still queued, then seal it.
+    state.gateway().shutdown().await;
     state.pipeline.shutdown().await;
     let _ = stop_background.send(true);
     let _ = checkpoints.await;

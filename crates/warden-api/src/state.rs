@@ -32,6 +32,8 @@ pub struct ServerConfig {
     pub policy_poll: Duration,
     /// How long a write waits for the database lock before the request fails with 503.
     pub store_busy_timeout: Duration,
+    /// The MCP gateway: upstream servers and session settings.
+    pub gateway: warden_gateway::GatewayConfig,
 }
 
 impl ServerConfig {
@@ -45,6 +47,7 @@ impl ServerConfig {
             checkpoints: CheckpointPolicy::default(),
             policy_poll: Duration::from_secs(1),
             store_busy_timeout: warden_store::sqlite::DEFAULT_BUSY_TIMEOUT,
+            gateway: warden_gateway::GatewayConfig::default(),
         }
     }
 }
@@ -87,11 +90,19 @@ pub struct Inner {
     pub signer: Arc<CheckpointSigner>,
     pub metrics: Metrics,
     pub started: Instant,
+    /// The MCP gateway, set once right after the state is built (it refers back to it).
+    pub gateway: std::sync::OnceLock<Arc<warden_gateway::Gateway>>,
 }
 
 pub type AppState = Arc<Inner>;
 
 impl Inner {
+    pub fn gateway(&self) -> &Arc<warden_gateway::Gateway> {
+        self.gateway
+            .get()
+            .expect("the gateway is started with the state")
+    }
+
     pub fn redactor(&self, tenant: &str) -> Redactor {
         Redactor::new(tenant_key(&self.redaction_master, tenant))
     }

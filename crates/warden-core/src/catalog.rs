@@ -38,6 +38,14 @@ pub const APPROVAL_GRANTED: &str = "approval.granted";
 pub const APPROVAL_DENIED: &str = "approval.denied";
 pub const APPROVAL_EXPIRED: &str = "approval.expired";
 pub const APPROVAL_CONSUMED: &str = "approval.consumed";
+pub const MCP_SESSION_STARTED: &str = "mcp.session.started";
+pub const MCP_SESSION_ENDED: &str = "mcp.session.ended";
+pub const MCP_TOOLS_LISTED: &str = "mcp.tools.listed";
+pub const MCP_TOOL_CALL_DECIDED: &str = "mcp.tool.call.decided";
+pub const MCP_TOOL_CALL_COMPLETED: &str = "mcp.tool.call.completed";
+pub const MCP_RESOURCE_READ_DECIDED: &str = "mcp.resource.read.decided";
+pub const MCP_PROMPT_GET_DECIDED: &str = "mcp.prompt.get.decided";
+pub const MCP_REQUEST_REFUSED: &str = "mcp.request.refused";
 
 pub const CATALOG: &[EventType] = &[
     EventType {
@@ -122,6 +130,54 @@ pub const CATALOG: &[EventType] = &[
         name: APPROVAL_CONSUMED,
         description: "A granted approval was used by the one action it was bound to (same session, tool and arguments); it cannot be used again.",
         scope: "the namespace the held action was requested in",
+        door: Door::Gateway,
+    },
+    EventType {
+        name: MCP_SESSION_STARTED,
+        description: "An agent initialised an MCP session with the gateway: MCP session id, protocol version, client info and capabilities.",
+        scope: "the agent session's namespace",
+        door: Door::Gateway,
+    },
+    EventType {
+        name: MCP_SESSION_ENDED,
+        description: "An MCP session ended (closed by the client, idle, or server shutdown), with what the session did (tools called, servers, counts).",
+        scope: "the agent session's namespace",
+        door: Door::Gateway,
+    },
+    EventType {
+        name: MCP_TOOLS_LISTED,
+        description: "An agent listed tools: how many were shown, which were hidden by policy, which servers were unavailable.",
+        scope: "the agent session's namespace",
+        door: Door::Gateway,
+    },
+    EventType {
+        name: MCP_TOOL_CALL_DECIDED,
+        description: "A tool call through the gateway was decided: tool, outcome, determining policies, obligations; the payload holds the whole redacted request so it can be decided again.",
+        scope: "the agent session's namespace",
+        door: Door::Gateway,
+    },
+    EventType {
+        name: MCP_TOOL_CALL_COMPLETED,
+        description: "A forwarded tool call finished: success or tool error, duration, size and SHA-256 of the result, or the upstream's error (timeout, crash, unavailable).",
+        scope: "the agent session's namespace",
+        door: Door::Gateway,
+    },
+    EventType {
+        name: MCP_RESOURCE_READ_DECIDED,
+        description: "A resources/read through the gateway was decided (action read_resource on McpResource::\"<uri>\").",
+        scope: "the agent session's namespace",
+        door: Door::Gateway,
+    },
+    EventType {
+        name: MCP_PROMPT_GET_DECIDED,
+        description: "A prompts/get through the gateway was decided (action get_prompt on Prompt::\"<server>__<prompt>\").",
+        scope: "the agent session's namespace",
+        door: Door::Gateway,
+    },
+    EventType {
+        name: MCP_REQUEST_REFUSED,
+        description: "A gateway request was refused before any decision: unknown tool or prompt, arguments that do not fit the tool's schema, an upstream that could not list its tools.",
+        scope: "the agent session's namespace",
         door: Door::Gateway,
     },
 ];

@@ -102,3 +102,81 @@ mod secs {
             .map_err(|_| serde::de::Error::custom("expected a non-negative number of seconds"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::GatewayConfig;
+    use crate::upstream::Transport;
+
+    #[derive(serde::Deserialize)]
+    struct File {
+        gateway: GatewayConfig,
+    }
+
+    fn parse(text: &str) -> Result<GatewayConfig, String> {
+        toml::from_str::<File>(text)
+            .map(|f| f.gateway)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn reads_upstreams_of_both_transports() {
+        let g = parse(
+            r#"
+            [gateway]
+            approval_timeout = 30
+            [[gateway.upstream]]
+            name = "everything"
+            transport = "stdio"
+            command = "npx"
+            args = ["-y", "server"]
+            env = { A = "1" }
+            [[gateway.upstream]]
+            name = "tickets"
+            transport = "http"
+            url = "https://mcp.example/mcp"
+            headers = { Authorization = "Bearer x" }
+            timeout = 5
+            "#,
+        )
+        .unwrap();
+        assert_eq!(g.approval_timeout.as_secs(), 30);
+        assert!(
+            matches!(&g.upstreams[0].transport, Transport::Stdio { command, args, .. } if command == "npx" && args.len() == 2)
+        );
+        assert!(
+            matches!(&g.upstreams[1].transport, Transport::Http { url, .. } if url.ends_with("/mcp"))
+        );
+        assert_eq!(g.upstreams[1].timeout().as_secs(), 5);
+        g.validate().unwrap();
+    }
+
+    #[test]
+    fn refuses_what_it_does_not_understand() {
+        for (text, expected) in [
+            (
+                "name = \"a\"\ntransport = \"stdio\"\ncomand = \"x\"",
+                "unknown field `comand`",
+            ),
+            (
+                "name = \"a\"\ntransport = \"stdio\"",
+                "stdio needs `command`",
+            ),
+            (
+                "name = \"a\"\ntransport = \"http\"\nurl = \"u\"\ncommand = \"x\"",
+                "`command` does not apply",
+            ),
+            ("name = \"a\"\ntransport = \"ftp\"", "unknown transport"),
+        ] {
+            let e = parse(&format!("[gateway]\n[[gateway.upstream]]\n{text}")).unwrap_err();
+            assert!(e.contains(expected), "{e}");
+        }
+        let e = parse("[gateway]\nbogus = 1").unwrap_err();
+        assert!(e.contains("unknown field `bogus`"), "{e}");
+        let dup = parse(
+            "[gateway]\n[[gateway.upstream]]\nname = \"a__b\"\ntransport = \"http\"\nurl = \"u\"",
+        )
+        .unwrap();
+        assert!(dup.validate().unwrap_err().contains("\"a__b\""));
+    }
+}

@@ -10,14 +10,12 @@ use warden_core::{
 use crate::jsonrpc::Id;
 use crate::session::Session;
 
-pub const SESSION_STARTED: &str = "mcp.session.started";
-pub const SESSION_ENDED: &str = "mcp.session.ended";
-pub const TOOLS_LISTED: &str = "mcp.tools.listed";
-pub const TOOL_CALL_DECIDED: &str = "mcp.tool.call.decided";
-pub const TOOL_CALL_COMPLETED: &str = "mcp.tool.call.completed";
-pub const RESOURCE_READ_DECIDED: &str = "mcp.resource.read.decided";
-pub const PROMPT_GET_DECIDED: &str = "mcp.prompt.get.decided";
-pub const REQUEST_REFUSED: &str = "mcp.request.refused";
+pub use warden_core::catalog::{
+    MCP_PROMPT_GET_DECIDED as PROMPT_GET_DECIDED, MCP_REQUEST_REFUSED as REQUEST_REFUSED,
+    MCP_RESOURCE_READ_DECIDED as RESOURCE_READ_DECIDED, MCP_SESSION_ENDED as SESSION_ENDED,
+    MCP_SESSION_STARTED as SESSION_STARTED, MCP_TOOL_CALL_COMPLETED as TOOL_CALL_COMPLETED,
+    MCP_TOOL_CALL_DECIDED as TOOL_CALL_DECIDED, MCP_TOOLS_LISTED as TOOLS_LISTED,
+};
 
 pub const SOURCE: &str = "warden.gateway";
 

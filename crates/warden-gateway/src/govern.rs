@@ -491,6 +491,27 @@ async fn relay(
                     }
                 }
                 ServerMessage::Request { request, reply } => {
+                    // What the agent did not declare it cannot answer: say so at once
+                    // rather than send it a request it does not know.
+                    let needs = match request.method.as_str() {
+                        "sampling/createMessage" => Some("sampling"),
+                        "elicitation/create" => Some("elicitation"),
+                        "roots/list" => Some("roots"),
+                        _ => None,
+                    };
+                    if request.method == "ping" {
+                        let _ = reply.send(Ok(json!({})));
+                        continue;
+                    }
+                    if let Some(capability) = needs
+                        && !session.client_supports(capability)
+                    {
+                        let _ = reply.send(Err(RpcError::new(
+                            code::METHOD_NOT_FOUND,
+                            format!("the agent's client does not support {capability}"),
+                        )));
+                        continue;
+                    }
                     let session = session.clone();
                     let out = out.cloned();
                     let _gw = gw.clone();
@@ -611,7 +632,9 @@ async fn hold(
             .wait_approval(&tenant, approval.id, next)
             .await
             .map_err(failed)?;
-        match a.status {
+        // `wait` returns at the approval's expiry with the stored status still pending;
+        // `status_at` tells an expiry from our own progress deadline.
+        match a.status_at(chrono::Utc::now()) {
             ApprovalStatus::Pending if Instant::now() < deadline => {
                 ticks += 1;
                 if let (Some(out), Some(token)) = (out, &progress_token) {
@@ -636,7 +659,7 @@ async fn hold(
     if let Some(task) = elicitation {
         task.abort();
     }
-    match outcome.status {
+    match outcome.status_at(chrono::Utc::now()) {
         ApprovalStatus::Approved => {
             // Use the grant up: it can never let another call through.
             match gw

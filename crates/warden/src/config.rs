@@ -51,6 +51,8 @@ struct FileConfig {
     audit_queue_capacity: Option<usize>,
     checkpoint_every_events: Option<u64>,
     checkpoint_interval: Option<String>,
+    /// The MCP gateway: `[gateway]` settings and `[[gateway.upstream]]` servers.
+    gateway: Option<warden_gateway::GatewayConfig>,
 }
 
 impl ServeArgs {
@@ -92,6 +94,11 @@ impl ServeArgs {
         }
         if let Some(s) = self.checkpoint_interval.or(file.checkpoint_interval) {
             c.checkpoints.every = crate::duration::parse(&s).map_err(anyhow::Error::msg)?;
+        }
+        if let Some(g) = file.gateway {
+            g.validate()
+                .map_err(|e| anyhow::anyhow!("[gateway] in the config file: {e}"))?;
+            c.gateway = g;
         }
         c.policy_poll = Duration::from_secs(1);
         Ok((c, self.checkpoint_key.or(file.checkpoint_key)))

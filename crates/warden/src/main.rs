@@ -4,6 +4,7 @@ mod approvals_cmd;
 mod audit_cmd;
 mod config;
 mod duration;
+mod gateway_cmd;
 mod policy_cmd;
 mod token_cmd;
 
@@ -24,8 +25,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the HTTP server (decision API, audit API, metrics).
+    /// Run the HTTP server (decision API, MCP gateway, audit API, metrics).
     Serve(config::ServeArgs),
+    /// Run the MCP gateway for one agent over stdio.
+    #[command(subcommand)]
+    Gateway(gateway_cmd::GatewayCommand),
     /// Create, list and revoke API tokens.
     #[command(subcommand)]
     Token(token_cmd::TokenCommand),
@@ -74,6 +78,7 @@ fn main() -> ExitCode {
             Command::Audit(cmd) => audit_cmd::run(cmd).await,
             Command::Policy(cmd) => policy_cmd::run(cmd),
             Command::Approvals(cmd) => approvals_cmd::run(cmd).await,
+            Command::Gateway(cmd) => gateway_cmd::run(cmd).await,
         }
     });
     match result {

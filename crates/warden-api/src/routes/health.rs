@@ -31,6 +31,10 @@ pub struct Readiness {
     pub policy_count: usize,
     pub policy_hash: String,
     pub audit_queue_depth: i64,
+    /// Each MCP upstream and whether it is connected (informational: a server that is down
+    /// fails only the calls to it, so it does not make Warden unready).
+    #[schema(value_type = Object)]
+    pub upstreams: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses(
@@ -56,6 +60,12 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         policy_count: state.policies.engine().policy_count(),
         policy_hash: state.policies.content_hash(),
         audit_queue_depth: state.pipeline.stats().queue_depth.load(Ordering::Relaxed),
+        upstreams: state
+            .gateway()
+            .upstream_health()
+            .into_iter()
+            .map(|(name, h)| (name, serde_json::to_value(h).unwrap_or_default()))
+            .collect(),
     };
     (
         if ready {
@@ -172,5 +182,6 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     );
     p.append_latency()
         .render(&mut out, "warden_audit_append_seconds", "");
+    state.gateway().render_metrics(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

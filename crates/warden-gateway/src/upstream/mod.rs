@@ -49,9 +49,10 @@ pub enum Transport {
     },
 }
 
-/// One upstream as configured.
+/// One upstream as configured. Read through [`RawUpstream`]: serde cannot refuse unknown
+/// keys of a flattened enum, and a misspelt key must not be silently ignored.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawUpstream")]
 pub struct UpstreamConfig {
     /// The server's name in the gateway: tools appear to agents as `<name>__<tool>`.
     /// Letters, digits, `-` and `_`... but never `__`.
@@ -59,8 +60,90 @@ pub struct UpstreamConfig {
     #[serde(flatten)]
     pub transport: Transport,
     /// How long one request may take before the agent gets an error (default 60 s).
-    #[serde(default, with = "opt_secs")]
+    #[serde(default, serialize_with = "opt_secs::serialize")]
     pub timeout: Option<Duration>,
+}
+
+/// An upstream as written in the configuration file, every key known.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    name: String,
+    transport: String,
+    command: Option<String>,
+    args: Option<Vec<String>>,
+    env: Option<BTreeMap<String, String>>,
+    cwd: Option<PathBuf>,
+    url: Option<String>,
+    headers: Option<BTreeMap<String, String>>,
+    timeout: Option<f64>,
+}
+
+impl TryFrom<RawUpstream> for UpstreamConfig {
+    type Error = String;
+
+    fn try_from(r: RawUpstream) -> Result<Self, String> {
+        let name = r.name;
+        let foreign = |keys: &[(&str, bool)], transport: &str| -> Result<(), String> {
+            match keys.iter().find(|(_, present)| *present) {
+                Some((key, _)) => Err(format!(
+                    "upstream {name:?}: `{key}` does not apply to transport \"{transport}\""
+                )),
+                None => Ok(()),
+            }
+        };
+        let transport = match r.transport.as_str() {
+            "stdio" => {
+                foreign(
+                    &[("url", r.url.is_some()), ("headers", r.headers.is_some())],
+                    "stdio",
+                )?;
+                Transport::Stdio {
+                    command: r
+                        .command
+                        .ok_or_else(|| format!("upstream {name:?}: stdio needs `command`"))?,
+                    args: r.args.unwrap_or_default(),
+                    env: r.env.unwrap_or_default(),
+                    cwd: r.cwd,
+                }
+            }
+            "http" => {
+                foreign(
+                    &[
+                        ("command", r.command.is_some()),
+                        ("args", r.args.is_some()),
+                        ("env", r.env.is_some()),
+                        ("cwd", r.cwd.is_some()),
+                    ],
+                    "http",
+                )?;
+                Transport::Http {
+                    url: r
+                        .url
+                        .ok_or_else(|| format!("upstream {name:?}: http needs `url`"))?,
+                    headers: r.headers.unwrap_or_default(),
+                }
+            }
+            other => {
+                return Err(format!(
+                    "upstream {name:?}: unknown transport {other:?} (use \"stdio\" or \"http\")"
+                ));
+            }
+        };
+        let timeout = r
+            .timeout
+            .map(|s| {
+                Duration::try_from_secs_f64(s).map_err(|_| {
+                    format!("upstream {name:?}: timeout must be a positive number of seconds")
+                })
+            })
+            .transpose()?;
+        Ok(UpstreamConfig {
+            name,
+            transport,
+            timeout,
+        })
+    }
 }
 
 impl UpstreamConfig {
@@ -74,23 +157,13 @@ impl UpstreamConfig {
 mod opt_secs {
     use std::time::Duration;
 
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::Serializer;
 
     pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
         match d {
             Some(d) => s.serialize_some(&d.as_secs_f64()),
             None => s.serialize_none(),
         }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        let secs: Option<f64> = Option::deserialize(d)?;
-        secs.map(|s| {
-            Duration::try_from_secs_f64(s).map_err(|_| {
-                serde::de::Error::custom("timeout must be a non-negative number of seconds")
-            })
-        })
-        .transpose()
     }
 }
 
