@@ -53,17 +53,21 @@ async fn everything_over_http() -> (tokio::process::Child, String) {
         .local_addr()
         .unwrap()
         .port();
-    let mut child = tokio::process::Command::new(peers_dir().join("node_modules/.bin/mcp-server-everything"))
-        .arg("streamableHttp")
-        .env("PORT", port.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child =
+        tokio::process::Command::new(peers_dir().join("node_modules/.bin/mcp-server-everything"))
+            .arg("streamableHttp")
+            .env("PORT", port.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
     let (out, err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    for r in [Box::new(out) as Box<dyn tokio::io::AsyncRead + Send + Unpin>, Box::new(err)] {
+    for r in [
+        Box::new(out) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+        Box::new(err),
+    ] {
         let tx = tx.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(r).lines();
@@ -151,15 +155,31 @@ async fn every_kind_of_upstream_behind_one_gateway_and_failures_stay_local() {
         .iter()
         .filter_map(|t| t["name"].as_str())
         .collect();
-    for expected in ["remote__echo", "files__read_text_file", "flaky__hang", "flaky__ok"] {
-        assert!(names.contains(&expected), "{expected} missing from {names:?}");
+    for expected in [
+        "remote__echo",
+        "files__read_text_file",
+        "flaky__hang",
+        "flaky__ok",
+    ] {
+        assert!(
+            names.contains(&expected),
+            "{expected} missing from {names:?}"
+        );
     }
 
-    let echoed = mcp.tool(2, "remote__echo", json!({"message": "over http"})).await;
+    let echoed = mcp
+        .tool(2, "remote__echo", json!({"message": "over http"}))
+        .await;
     assert!(echoed.text().contains("over http"), "{:?}", echoed.messages);
     let path = files.join("hello.txt").display().to_string();
-    let read = mcp.tool(3, "files__read_text_file", json!({"path": path})).await;
-    assert!(read.text().contains("hello from the filesystem"), "{:?}", read.messages);
+    let read = mcp
+        .tool(3, "files__read_text_file", json!({"path": path}))
+        .await;
+    assert!(
+        read.text().contains("hello from the filesystem"),
+        "{:?}",
+        read.messages
+    );
     let outside = mcp
         .tool(4, "files__read_text_file", json!({"path": "/etc/hostname"}))
         .await;
@@ -172,7 +192,11 @@ async fn every_kind_of_upstream_behind_one_gateway_and_failures_stay_local() {
         mcp.tool(6, "remote__echo", json!({"message": "not blocked"}))
     );
     assert_eq!(hung.result()["isError"], true);
-    assert!(hung.text().contains("did not answer within"), "{}", hung.text());
+    assert!(
+        hung.text().contains("did not answer within"),
+        "{}",
+        hung.text()
+    );
     assert!(other.text().contains("not blocked"));
 
     // A crash mid-call: a tool error naming it; the server is restarted for later calls.
@@ -188,11 +212,17 @@ async fn every_kind_of_upstream_behind_one_gateway_and_failures_stay_local() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(later.expect("flaky comes back after its restart").text(), "fine");
+    assert_eq!(
+        later.expect("flaky comes back after its restart").text(),
+        "fine"
+    );
 
     let auditor = server.token("acme", Role::Auditor, None, None, None).await;
     let (status, page) = server
-        .get("/api/v1/audit/events?type=mcp.tool.call.completed&limit=100", &auditor)
+        .get(
+            "/api/v1/audit/events?type=mcp.tool.call.completed&limit=100",
+            &auditor,
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     let outcomes: Vec<(String, String)> = page["events"]
@@ -206,8 +236,17 @@ async fn every_kind_of_upstream_behind_one_gateway_and_failures_stay_local() {
             )
         })
         .collect();
-    assert!(outcomes.contains(&("flaky__hang".into(), "timeout".into())), "{outcomes:?}");
-    assert!(outcomes.contains(&("flaky__crash".into(), "crashed".into())), "{outcomes:?}");
-    assert!(outcomes.contains(&("remote__echo".into(), "success".into())), "{outcomes:?}");
+    assert!(
+        outcomes.contains(&("flaky__hang".into(), "timeout".into())),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes.contains(&("flaky__crash".into(), "crashed".into())),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes.contains(&("remote__echo".into(), "success".into())),
+        "{outcomes:?}"
+    );
     server.stop().await;
 }
