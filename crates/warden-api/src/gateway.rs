@@ -88,6 +88,18 @@ impl Governor for ServerGovernor {
         state.pipeline.record(event).await.map(|_| ())
     }
 
+    fn record_later(&self, event: AuditEvent) -> Result<(), Error> {
+        let state = self.state()?;
+        let id = event.header.id;
+        let durable = state.pipeline.submit(event)?;
+        tokio::spawn(async move {
+            if let Err(e) = durable.await {
+                tracing::error!(error = %e, event = %id, "an audit event could not be written");
+            }
+        });
+        Ok(())
+    }
+
     async fn open_approval(&self, request: NewApproval) -> Result<Approval, Error> {
         self.state()?.approvals.open(request).await
     }

@@ -213,6 +213,11 @@ async fn run(state: AppState, listener: TcpListener, shutdown: Arc<Notify>) -> a
     let watcher = tokio::spawn(watch_policies(state.clone(), stop_rx));
 
     let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    // Answers (SSE above all) go out in several writes; without TCP_NODELAY the last one
+    // waits for the client's delayed ACK, some 40 ms.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let signal = shutdown.clone();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { signal.notified().await })

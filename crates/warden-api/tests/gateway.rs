@@ -30,6 +30,19 @@ fn names(reply: &common::mcp::Reply) -> Vec<String> {
         .collect()
 }
 
+/// The events of a type once at least `n` are there: a call's outcome is written right
+/// after the answer leaves, not before.
+async fn at_least(server: &TestServer, auditor: &str, kind: &str, n: usize) -> Vec<Value> {
+    for _ in 0..100 {
+        let events = events_of(server, auditor, kind).await;
+        if events.len() >= n {
+            return events;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("fewer than {n} {kind} events");
+}
+
 async fn events_of(server: &TestServer, auditor: &str, kind: &str) -> Vec<Value> {
     let (status, page) = server
         .get(
@@ -76,7 +89,7 @@ async fn tools_are_listed_by_policy_and_allowed_calls_are_forwarded_and_recorded
         "everything__echo"
     );
     assert_eq!(echo["payload"]["mcp"]["jsonrpc.request.id"], "2");
-    let completed = events_of(&server, &auditor, "mcp.tool.call.completed").await;
+    let completed = at_least(&server, &auditor, "mcp.tool.call.completed", 1).await;
     let done = completed
         .iter()
         .find(|e| e["resource"]["id"] == "everything__echo")
@@ -221,7 +234,7 @@ async fn held_calls_wait_for_a_person_then_proceed_or_fail() {
     assert_eq!(reply.result()["isError"], true);
 
     let auditor = server.token("acme", Role::Auditor, None, None, None).await;
-    let completed = events_of(&server, &auditor, "mcp.tool.call.completed").await;
+    let completed = at_least(&server, &auditor, "mcp.tool.call.completed", 1).await;
     assert_eq!(completed.len(), 1, "only the approved call was forwarded");
     server.stop().await;
 }

@@ -218,24 +218,32 @@ async fn every_kind_of_upstream_behind_one_gateway_and_failures_stay_local() {
     );
 
     let auditor = server.token("acme", Role::Auditor, None, None, None).await;
-    let (status, page) = server
-        .get(
-            "/api/v1/audit/events?type=mcp.tool.call.completed&limit=100",
-            &auditor,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
-    let outcomes: Vec<(String, String)> = page["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e: &Value| {
-            (
-                e["resource"]["id"].as_str().unwrap().to_owned(),
-                e["payload"]["outcome"].as_str().unwrap().to_owned(),
+    // Outcomes are written right after the answers leave; wait until all are there.
+    let mut outcomes: Vec<(String, String)> = Vec::new();
+    for _ in 0..100 {
+        let (status, page) = server
+            .get(
+                "/api/v1/audit/events?type=mcp.tool.call.completed&limit=100",
+                &auditor,
             )
-        })
-        .collect();
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        outcomes = page["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e: &Value| {
+                (
+                    e["resource"]["id"].as_str().unwrap().to_owned(),
+                    e["payload"]["outcome"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        if outcomes.iter().any(|(t, _)| t == "flaky__ok") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(
         outcomes.contains(&("flaky__hang".into(), "timeout".into())),
         "{outcomes:?}"

@@ -317,8 +317,10 @@ pub async fn call_tool(
     });
     redactor.redact(&mut completed.payload, &[]);
     completed.seal();
-    if let Err(e) = gw.governor.record(completed).await {
-        // The call has happened; its answer goes back, and the gap is loud.
+    // The call has happened: its answer goes back without waiting for a second commit. The
+    // outcome is queued before the answer leaves (a graceful shutdown still writes it); if
+    // it cannot even be queued, the gap is loud.
+    if let Err(e) = gw.governor.record_later(completed) {
         tracing::error!(error = %e, tool = %name, "could not record the outcome of a tool call");
     }
     result

@@ -38,6 +38,12 @@ pub trait Governor: Send + Sync + 'static {
     /// describes must not happen (fail closed).
     async fn record(&self, event: AuditEvent) -> Result<(), Error>;
 
+    /// Queues an event without waiting for it to be durable: for records of what already
+    /// happened (a forwarded call's outcome), so the agent does not wait on a second commit.
+    /// The event is queued when this returns (a graceful shutdown writes it); a failure to
+    /// write it later is logged and counted by the pipeline.
+    fn record_later(&self, event: AuditEvent) -> Result<(), Error>;
+
     /// Opens an approval request (status pending).
     async fn open_approval(&self, request: NewApproval) -> Result<Approval, Error>;
 

@@ -103,6 +103,20 @@ impl AuditPipeline {
         await_ack(acks.pop().expect("one ack")).await
     }
 
+    /// Queues one event now and returns what resolves once it is durable. For records
+    /// nobody waits on (the outcome of an action already taken): the event is in the queue
+    /// when this returns, so a graceful shutdown still writes it.
+    pub fn submit(
+        &self,
+        event: AuditEvent,
+    ) -> Result<impl std::future::Future<Output = Result<Appended>> + Send + 'static> {
+        let mut acks = self.enqueue(vec![NewEvent {
+            event,
+            dedupe: false,
+        }])?;
+        Ok(await_ack(acks.pop().expect("one ack")))
+    }
+
     /// Records many events; all enter the queue or none does. Each gets its own result.
     pub async fn record_many(&self, events: Vec<NewEvent>) -> Result<Vec<Result<Appended>>> {
         let acks = self.enqueue(events)?;
