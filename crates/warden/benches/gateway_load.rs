@@ -1257,10 +1257,19 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         );
     }
 
-    // 4. Durability.
-    let events_after = metric(&gateway, "warden_audit_events_appended_total").await;
-    let echo_after = echo_calls(&echo);
+    // 4. Durability. Each call's decision is durable before it is answered; its outcome is
+    // queued before the answer leaves and written just after, so give the queue a moment.
     let answered = gw_tally.ok_total + max_tally.ok_total;
+    let mut events_after = metric(&gateway, "warden_audit_events_appended_total").await;
+    for _ in 0..50 {
+        match (events_before, events_after) {
+            (Some(a), Some(b)) if (b - a) as u64 >= 2 * answered => break,
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        events_after = metric(&gateway, "warden_audit_events_appended_total").await;
+    }
+    let echo_after = echo_calls(&echo);
     let mut audit_events = None;
     match (events_before, events_after) {
         (Some(a), Some(b)) => {
