@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::TestServer;
-use common::mcp::{Mcp, start_gateway as start};
+use common::mcp::{Mcp, start_gateway as start, start_gateway_with};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use warden_core::Role;
@@ -456,5 +456,56 @@ async fn one_server_endpoint_uses_the_servers_own_names() {
         .await;
     assert_eq!(reply.error()["code"], -32602);
     missing.session = None;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_user_can_approve_a_held_call_in_their_own_client() {
+    let server = start_gateway_with(|g| g.elicitation_approvals = true).await;
+    let token = server
+        .agent_token("acme", "claude-code", "alice", "acme/platform")
+        .await;
+    let mut mcp = Mcp::new(format!("{}/mcp", server.base), token);
+    mcp.initialize(json!({"elicitation": {}})).await;
+    let reply = mcp
+        .send_with(
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+                "name": "everything__get-sum", "arguments": {"a": 4, "b": 5}
+            }}),
+            |request| {
+                assert_eq!(request["method"], "elicitation/create");
+                let message = request["params"]["message"].as_str().unwrap();
+                assert!(message.contains("everything__get-sum"), "{message}");
+                json!({"action": "accept", "content": {"approve": true, "comment": "mine"}})
+            },
+        )
+        .await;
+    assert!(reply.text().contains('9'), "{:?}", reply.messages);
+    assert_ne!(reply.result()["isError"], true);
+
+    let admin = server.token("acme", Role::Admin, None, None, None).await;
+    let (status, page) = server.get("/api/v1/approvals", &admin).await;
+    assert_eq!(status, StatusCode::OK);
+    let a = &page["approvals"][0];
+    assert_eq!(a["status"], "consumed", "{a}");
+    assert_eq!(a["resolved_via"], "elicitation");
+    assert_eq!(a["resolved_by"], "user:alice");
+    assert_eq!(a["comment"], "mine");
+
+    // Declined in the client: the call fails and nothing is forwarded.
+    let reply = mcp
+        .send_with(
+            &json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+                "name": "everything__get-sum", "arguments": {"a": 1, "b": 2}
+            }}),
+            |_| json!({"action": "decline"}),
+        )
+        .await;
+    assert_eq!(reply.result()["isError"], true);
+    assert!(
+        reply.text().contains("denied by approver user:alice"),
+        "{}",
+        reply.text()
+    );
     server.stop().await;
 }

@@ -78,6 +78,13 @@ permit (principal is Agent, action == Action::"call_tool", resource == Tool::"ev
 
 /// A server whose gateway has server-everything (stdio) as upstream `everything`.
 pub async fn start_gateway() -> TestServer {
+    start_gateway_with(|_| {}).await
+}
+
+/// [`start_gateway`] with more settings.
+pub async fn start_gateway_with(
+    configure: impl FnOnce(&mut warden_gateway::GatewayConfig) + Send + 'static,
+) -> TestServer {
     let server = everything_bin();
     let dir = tempfile::tempdir().unwrap();
     let policies = dir.path().join("policies");
@@ -97,6 +104,7 @@ pub async fn start_gateway() -> TestServer {
             },
             timeout: Some(Duration::from_secs(20)),
         }];
+        configure(&mut c.gateway);
     })
     .await
 }
