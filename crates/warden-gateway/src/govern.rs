@@ -261,7 +261,7 @@ pub async fn call_tool(
         }
     });
     let started = Instant::now();
-    let answer = relay(gw, session, &server, "tools/call", params, out).await;
+    let answer = relay(session, &server, "tools/call", params, out).await;
     let elapsed = started.elapsed();
     gw.metrics.upstream_latency.observe(elapsed);
 
@@ -465,7 +465,7 @@ async fn governed_forward(
     session.update_facts(|f| {
         f.servers.insert(server.name().to_owned());
     });
-    relay(gw, session, server, &request.method, params, out)
+    relay(session, server, &request.method, params, out)
         .await
         .map_err(|e| crate::catalog::upstream_error(&e))?
 }
@@ -473,7 +473,6 @@ async fn governed_forward(
 /// Forwards a request to a server, passing what the server sends meanwhile (progress,
 /// logging, sampling and elicitation requests) to the agent, and the agent's answers back.
 async fn relay(
-    gw: &Arc<Gateway>,
     session: &Arc<Session>,
     server: &Arc<Server>,
     method: &str,
@@ -516,7 +515,6 @@ async fn relay(
                     }
                     let session = session.clone();
                     let out = out.cloned();
-                    let _gw = gw.clone();
                     tokio::spawn(async move {
                         let answer = session
                             .ask_client(&request.method, request.params, out.as_ref(), CLIENT_ANSWER_TIMEOUT)
@@ -575,8 +573,7 @@ async fn hold(
     }
 
     let mut shown = json!({ "args": held.args.clone() });
-    let refs: Vec<String> = held.redact.iter().map(|p| p.to_owned()).collect();
-    let refs: Vec<&str> = refs.iter().map(String::as_str).collect();
+    let refs: Vec<&str> = held.redact.iter().map(String::as_str).collect();
     gw.governor
         .redactor(tenant.as_str())
         .redact(&mut shown, &refs);
