@@ -46,6 +46,22 @@ pub const MCP_TOOL_CALL_COMPLETED: &str = "mcp.tool.call.completed";
 pub const MCP_RESOURCE_READ_DECIDED: &str = "mcp.resource.read.decided";
 pub const MCP_PROMPT_GET_DECIDED: &str = "mcp.prompt.get.decided";
 pub const MCP_REQUEST_REFUSED: &str = "mcp.request.refused";
+pub const REGISTRY_SERVER_REGISTERED: &str = "registry.server.registered";
+pub const REGISTRY_SERVER_UPDATED: &str = "registry.server.updated";
+pub const REGISTRY_SERVER_STATE_CHANGED: &str = "registry.server.state_changed";
+pub const REGISTRY_SERVER_SCOPE_CHANGED: &str = "registry.server.scope_changed";
+pub const REGISTRY_TOOL_REGISTERED: &str = "registry.tool.registered";
+pub const REGISTRY_TOOL_UPDATED: &str = "registry.tool.updated";
+pub const REGISTRY_TOOL_STATE_CHANGED: &str = "registry.tool.state_changed";
+pub const REGISTRY_TOOL_SCOPE_CHANGED: &str = "registry.tool.scope_changed";
+pub const REGISTRY_TOOL_PINNED: &str = "registry.tool.pinned";
+pub const REGISTRY_TOOL_DEFINITION_CHANGED: &str = "registry.tool.definition_changed";
+pub const REGISTRY_TOOL_APPEARED: &str = "registry.tool.appeared";
+pub const REGISTRY_AGENT_REGISTERED: &str = "registry.agent.registered";
+pub const REGISTRY_AGENT_UPDATED: &str = "registry.agent.updated";
+pub const REGISTRY_AGENT_SCOPE_CHANGED: &str = "registry.agent.scope_changed";
+pub const REGISTRY_DISCOVERY_COMPLETED: &str = "registry.discovery.completed";
+pub const REGISTRY_DISCOVERY_FAILED: &str = "registry.discovery.failed";
 
 pub const CATALOG: &[EventType] = &[
     EventType {
@@ -179,6 +195,102 @@ pub const CATALOG: &[EventType] = &[
         description: "A gateway request was refused before any decision: unknown tool or prompt, arguments that do not fit the tool's schema, an upstream that could not list its tools.",
         scope: "the agent session's namespace",
         door: Door::Gateway,
+    },
+    EventType {
+        name: REGISTRY_SERVER_REGISTERED,
+        description: "A tool server was added to the registry (API, CLI or server.json import): name, alias, version, owner, source, transport kind (secret references only, never values); it starts in pending_review.",
+        scope: "the tenant root",
+        door: Door::Admin,
+    },
+    EventType {
+        name: REGISTRY_SERVER_UPDATED,
+        description: "A registered server's metadata or transport was changed: who, and the fields before and after (secret references only).",
+        scope: "the tenant root",
+        door: Door::Admin,
+    },
+    EventType {
+        name: REGISTRY_SERVER_STATE_CHANGED,
+        description: "A server's lifecycle state changed (approve, deprecate, undeprecate, re-review, block, unblock): from, to, the transition, who, their role and the reason.",
+        scope: "the tenant root",
+        door: Door::Admin,
+    },
+    EventType {
+        name: REGISTRY_SERVER_SCOPE_CHANGED,
+        description: "A server was enabled or blocked in a namespace, or such an entry was removed: effect, who and the reason.",
+        scope: "the namespace whose scope entry changed",
+        door: Door::Admin,
+    },
+    EventType {
+        name: REGISTRY_TOOL_REGISTERED,
+        description: "A tool was added to the registry (discovery or API): server, name, definition digest and the proposed categories and risk (marked as a proposal); it starts in pending_review.",
+        scope: "the tenant root",
+        door: Door::Admin,
+    },
+    EventType {
+        name: REGISTRY_TOOL_UPDATED,
+        description: "A tool's Warden metadata was changed (risk, categories, classification, owner, notes): who, and the fields before and after.",
+        scope: "the tenant root",
+        door: Door::Admin,
+    },
+    EventType {
+        name: REGISTRY_TOOL_STATE_CHANGED,
+        description: "A tool's lifecycle state changed (approve, deprecate, undeprecate, re-review, block, unblock): from, to, the transition, who, their role and the reason.",
+        scope: "the tenant root",
+        door: Door::Admin,
+    },
+    EventType {
+        name: REGISTRY_TOOL_SCOPE_CHANGED,
+        description: "A tool was enabled or blocked in a namespace, or such an entry was removed: effect, who and the reason.",
+        scope: "the namespace whose scope entry changed",
+        door: Door::Admin,
+    },
+    EventType {
+        name: REGISTRY_TOOL_PINNED,
+        description: "A tool's definition was pinned on approval: SHA-256 over the canonical JSON of its name, description, input and output schemas and annotations.",
+        scope: "the tenant root",
+        door: Door::Admin,
+    },
+    EventType {
+        name: REGISTRY_TOOL_DEFINITION_CHANGED,
+        description: "A server listed a pinned tool with a different definition: old and new SHA-256, a readable diff, and what the server's pin policy did (block: back to pending_review, hidden and refused; warn: still usable).",
+        scope: "the tenant root",
+        door: Door::Gateway,
+    },
+    EventType {
+        name: REGISTRY_TOOL_APPEARED,
+        description: "A tool that the registry does not know appeared on an approved server: name and definition digest; it is pending_review until approved.",
+        scope: "the tenant root",
+        door: Door::Gateway,
+    },
+    EventType {
+        name: REGISTRY_AGENT_REGISTERED,
+        description: "An agent was added to the catalog: name, owner, version, models.",
+        scope: "the tenant root",
+        door: Door::Admin,
+    },
+    EventType {
+        name: REGISTRY_AGENT_UPDATED,
+        description: "An agent's catalog entry was changed: who, and the fields before and after.",
+        scope: "the tenant root",
+        door: Door::Admin,
+    },
+    EventType {
+        name: REGISTRY_AGENT_SCOPE_CHANGED,
+        description: "An agent was enabled or blocked in a namespace, or such an entry was removed: effect, who and the reason.",
+        scope: "the namespace whose scope entry changed",
+        door: Door::Admin,
+    },
+    EventType {
+        name: REGISTRY_DISCOVERY_COMPLETED,
+        description: "Warden connected to a registered server and listed its tools: server info, protocol version, tools found, new, changed and removed.",
+        scope: "the tenant root",
+        door: Door::Admin,
+    },
+    EventType {
+        name: REGISTRY_DISCOVERY_FAILED,
+        description: "Discovery of a registered server failed (could not start or connect, timeout, invalid answer); nothing was written to the registry.",
+        scope: "the tenant root",
+        door: Door::Admin,
     },
 ];
 
