@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use warden_core::{Decision, DecisionRequest, Obligation, Outcome, PolicyMode, PolicyRef, Warning};
 
 use crate::annotations::{self, Annotations};
-use crate::index::{Entry, Index, Subject};
+use crate::index::{Entry, Index, Subject, scope_decided_by_index};
 use crate::request::{RequestBuilder, WARDEN_CONTEXT_KEYS, reserved_key};
 use crate::schema::{BASE_SCHEMA, CompiledSchema};
 use crate::source::{LineIndex, PolicyError, PolicySource, Span, split_policies};
@@ -154,11 +154,23 @@ impl Engine {
         let index = Index::build(&schema, &entries);
         drop(entries);
         // Cedar rebuilds a policy's condition expression each time it evaluates it; building
-        // it once here takes that allocation off every decision.
+        // it once here takes that allocation off every decision. Where the index already
+        // guarantees the scope (action, principal and resource by uid or type), only the
+        // `when`/`unless` clauses are left to evaluate.
         let conditions = parsed
             .iter()
             .map(|(p, m, _)| {
-                (m.mode != PolicyMode::Off).then(|| AsRef::<ast::Policy>::as_ref(p).condition())
+                (m.mode != PolicyMode::Off).then(|| {
+                    let policy = AsRef::<ast::Policy>::as_ref(p);
+                    if scope_decided_by_index(&schema, p) {
+                        policy
+                            .non_scope_constraints()
+                            .cloned()
+                            .unwrap_or_else(|| ast::Expr::val(true))
+                    } else {
+                        policy.condition()
+                    }
+                })
             })
             .collect();
         let policies = parsed.into_iter().map(|(_, m, _)| m).collect();
@@ -277,7 +289,7 @@ impl Engine {
         if slice.is_empty() {
             return decision(Outcome::Deny, 0);
         }
-        let (request, entities) = match self
+        let prepared = match self
             .requests
             .build(self.schema.actions[a as usize].uid.as_ref(), req)
         {
@@ -293,7 +305,11 @@ impl Engine {
         // known whatever its effect (redaction and warnings need them all) and an error is
         // seen as an error, not skipped as Cedar's authorizer does. Forbid-overrides and the
         // annotations are applied in `outcome`.
-        let evaluator = Evaluator::new(request, &entities, Extensions::all_available());
+        let evaluator = Evaluator::new(
+            prepared.request,
+            &prepared.entities,
+            Extensions::all_available(),
+        );
         let no_slots = SlotEnv::new();
         let mut satisfied: Vec<u32> = Vec::with_capacity(slice.len());
         let mut failed: Vec<(u32, String)> = Vec::new();

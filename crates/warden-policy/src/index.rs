@@ -7,7 +7,7 @@
 //! namespace, action, principal and resource is the same for every request, so it is
 //! computed once and cached.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::{Arc, RwLock};
 
 use cedar_policy::{
@@ -103,10 +103,10 @@ impl Index {
                 chain: chain_of(p)
                     .filter_map(|a| namespaces.get(a).copied())
                     .collect(),
-                buckets: (0..action_count).map(|_| Bucket::new()).collect(),
+                buckets: (0..action_count).map(|_| Bucket::default()).collect(),
             })
             .collect();
-        let mut uids: HashMap<String, HashMap<String, u32>> = HashMap::new();
+        let mut uids: HashMap<String, HashMap<String, u32>> = HashMap::default();
         let mut uid_count = 0u32;
         let mut uid_number = |uid: &EntityUid| {
             let ids = uids.entry(uid.type_name().to_string()).or_default();
@@ -159,7 +159,7 @@ impl Index {
             namespaces,
             nodes,
             uids,
-            cache: RwLock::new(HashMap::new()),
+            cache: RwLock::new(HashMap::default()),
             empty: Arc::from([]),
         }
     }
@@ -239,6 +239,25 @@ impl Index {
         members.dedup();
         members
     }
+}
+
+/// True when the index alone decides whether the policy's scope matches a request: the slice
+/// holds the policy only for its actions and for its principal and resource by uid or type.
+/// Such a policy's scope need not be evaluated again; only its `when`/`unless` clauses.
+/// `in` constraints depend on the request's entity hierarchy, which the index does not see.
+pub(crate) fn scope_decided_by_index(schema: &CompiledSchema, policy: &Policy) -> bool {
+    let known = |t: &EntityTypeName| schema.types.contains_key(&t.to_string());
+    let principal = match policy.principal_constraint() {
+        PrincipalConstraint::Any | PrincipalConstraint::Eq(_) => true,
+        PrincipalConstraint::Is(t) => known(&t),
+        PrincipalConstraint::In(_) | PrincipalConstraint::IsIn(..) => false,
+    };
+    let resource = match policy.resource_constraint() {
+        ResourceConstraint::Any | ResourceConstraint::Eq(_) => true,
+        ResourceConstraint::Is(t) => known(&t),
+        ResourceConstraint::In(_) | ResourceConstraint::IsIn(..) => false,
+    };
+    principal && resource
 }
 
 /// `acme/platform/api` → `acme`, `acme/platform`, `acme/platform/api`.

@@ -21,13 +21,17 @@ use cedar_policy_core::extensions::Extensions;
 use chrono::{Datelike, Timelike};
 use serde_json::{Map, Value as Json};
 use smol_str::SmolStr;
-use warden_core::{DecisionRequest, EntityRef, Resource};
+use warden_core::{DecisionRequest, EntityRef, Resource, SessionFacts};
 
 /// Context keys Warden fills in itself; a caller may not send them.
 pub const WARDEN_CONTEXT_KEYS: [&str; 4] = ["namespace", "time", "on_behalf_of", "session"];
 
 /// How many namespaces' hierarchies are kept; past it the cache starts over.
 const NAMESPACE_CACHE_CAP: usize = 4096;
+
+/// How many sets of request entities are kept; past it the cache starts over. One set is a
+/// few hundred bytes to a few KB, so this bounds the cache to a few tens of MB.
+const ENTITIES_CACHE_CAP: usize = 8192;
 
 /// `Namespace::"acme/platform/api"` in `Namespace::"acme/platform"` in `Namespace::"acme"` in
 /// `Tenant::"acme"`, each entity with its ancestors already closed.
@@ -36,10 +40,51 @@ struct NamespaceEntities {
     chain: Vec<Arc<ast::Entity>>,
 }
 
+/// The entities of one kind of request: its namespace chain, principal, resource and
+/// on-behalf-of user, exactly as they were given, with what Cedar built from them.
+struct RequestEntities {
+    namespace: String,
+    principal: Resource,
+    resource: Resource,
+    on_behalf_of: Option<EntityRef>,
+    built: Built,
+}
+
+/// What Cedar needs of a request's entities.
+#[derive(Clone)]
+struct Built {
+    entities: Arc<Entities>,
+    /// `context.namespace` and `context.on_behalf_of`, as Cedar values.
+    namespace: Value,
+    user: Option<Value>,
+    principal: EntityUID,
+    resource: EntityUID,
+}
+
+impl RequestEntities {
+    fn matches(&self, req: &DecisionRequest) -> bool {
+        self.namespace == req.namespace.as_str()
+            && self.principal == req.principal
+            && self.resource == req.resource
+            && self.on_behalf_of == req.on_behalf_of
+    }
+}
+
 pub(crate) struct RequestBuilder {
     /// The schema's entity types, so request types need no parsing.
-    types: HashMap<String, EntityType>,
+    types: rustc_hash::FxHashMap<String, EntityType>,
     namespaces: RwLock<HashMap<String, Arc<NamespaceEntities>>>,
+    /// An agent calls the same few tools over and over: the entities of a request are the
+    /// same each time and only the context (arguments, time, session) changes. Building
+    /// them was most of a decision's cost, so they are built once per kind of request. An
+    /// entry is used only when the request's entities equal the ones it was built from.
+    entities: RwLock<rustc_hash::FxHashMap<u64, Arc<RequestEntities>>>,
+}
+
+/// What the evaluator needs for one decision.
+pub(crate) struct Prepared {
+    pub request: ast::Request,
+    pub entities: Arc<Entities>,
 }
 
 impl RequestBuilder {
@@ -49,6 +94,7 @@ impl RequestBuilder {
                 .map(|(n, t)| (n.clone(), AsRef::<EntityType>::as_ref(t).clone()))
                 .collect(),
             namespaces: RwLock::new(HashMap::new()),
+            entities: RwLock::new(Default::default()),
         }
     }
 
@@ -56,7 +102,49 @@ impl RequestBuilder {
         &self,
         action: &EntityUID,
         req: &DecisionRequest,
-    ) -> Result<(ast::Request, Entities), String> {
+    ) -> Result<Prepared, String> {
+        let built = self.entities(req)?;
+        let context = context(req, built.namespace, built.user)?;
+        let request = ast::Request::new_unchecked(
+            EntityUIDEntry::known(built.principal, None),
+            EntityUIDEntry::known(action.clone(), None),
+            EntityUIDEntry::known(built.resource, None),
+            Some(context),
+        );
+        Ok(Prepared {
+            request,
+            entities: built.entities,
+        })
+    }
+
+    fn entities(&self, req: &DecisionRequest) -> Result<Built, String> {
+        let key = entities_key(req);
+        if let Some(e) = self
+            .entities
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            && e.matches(req)
+        {
+            return Ok(e.built.clone());
+        }
+        let built = self.build_entities(req)?;
+        let entry = Arc::new(RequestEntities {
+            namespace: req.namespace.as_str().to_owned(),
+            principal: req.principal.clone(),
+            resource: req.resource.clone(),
+            on_behalf_of: req.on_behalf_of.clone(),
+            built: built.clone(),
+        });
+        let mut cache = self.entities.write().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= ENTITIES_CACHE_CAP {
+            cache.clear();
+        }
+        cache.insert(key, entry);
+        Ok(built)
+    }
+
+    fn build_entities(&self, req: &DecisionRequest) -> Result<Built, String> {
         let ns = self.namespace(req)?;
         let principal_uid = self.uid(&req.principal.entity_type, &req.principal.id)?;
         let resource_uid = self.uid(&req.resource.entity_type, &req.resource.id)?;
@@ -132,15 +220,13 @@ impl RequestBuilder {
                 Extensions::all_available(),
             )
             .map_err(|e| format!("invalid request entities: {e}"))?;
-
-        let context = context(req, &ns.uid, user_uid)?;
-        let request = ast::Request::new_unchecked(
-            EntityUIDEntry::known(principal_uid, None),
-            EntityUIDEntry::known(action.clone(), None),
-            EntityUIDEntry::known(resource_uid, None),
-            Some(context),
-        );
-        Ok((request, entities))
+        Ok(Built {
+            entities: Arc::new(entities),
+            namespace: Value::from(ns.uid.clone()),
+            user: user_uid.map(Value::from),
+            principal: principal_uid,
+            resource: resource_uid,
+        })
     }
 
     fn entity_type(&self, ty: &str) -> Result<EntityType, String> {
@@ -220,10 +306,27 @@ fn tool_defaults(id: &str, given: &Map<String, Json>, attrs: &mut Vec<(SmolStr, 
     }
 }
 
+/// Which cache entry a request's entities would be in; the entry says whether it fits.
+fn entities_key(req: &DecisionRequest) -> u64 {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    static SEED: std::sync::LazyLock<std::collections::hash_map::RandomState> =
+        std::sync::LazyLock::new(Default::default);
+    let mut h = SEED.build_hasher();
+    req.namespace.as_str().hash(&mut h);
+    for r in [&req.principal, &req.resource] {
+        r.entity_type.hash(&mut h);
+        r.id.hash(&mut h);
+        r.attributes.len().hash(&mut h);
+        r.parents.hash(&mut h);
+    }
+    req.on_behalf_of.hash(&mut h);
+    h.finish()
+}
+
 fn context(
     req: &DecisionRequest,
-    namespace: &EntityUID,
-    on_behalf_of: Option<EntityUID>,
+    namespace: Value,
+    on_behalf_of: Option<Value>,
 ) -> Result<ast::Context, String> {
     let mut map: BTreeMap<SmolStr, Value> = BTreeMap::new();
     for (k, v) in &req.context {
@@ -243,45 +346,76 @@ fn context(
     }
     map.entry("args".into())
         .or_insert_with(|| Value::empty_record(None));
-    map.insert("namespace".into(), Value::from(namespace.clone()));
-    let t = req.time;
-    let time = Value::record(
-        [
-            ("unix", Value::from(t.timestamp())),
-            ("hour", Value::from(i64::from(t.hour()))),
-            (
-                "weekday",
-                Value::from(i64::from(t.weekday().num_days_from_monday())),
-            ),
-        ],
-        None,
-    );
-    map.insert("time".into(), time);
+    map.insert("namespace".into(), namespace);
+    map.insert("time".into(), time_value(req.time));
     if let Some(user) = on_behalf_of {
-        map.insert("on_behalf_of".into(), Value::from(user));
+        map.insert("on_behalf_of".into(), user);
     }
     if let Some(session) = &req.session {
+        map.insert("session".into(), session_value(session, &req.facts));
+    }
+    Ok(ast::Context::Value(Arc::new(map)))
+}
+
+// Requests arrive many per second and an agent's session facts change only when it acts, so
+// each thread keeps the last `context.time` and `context.session` it built and reuses them
+// while they still describe the request (a Cedar value is shared, cloning it is a count).
+thread_local! {
+    static LAST_TIME: std::cell::RefCell<Option<(i64, Value)>> = const { std::cell::RefCell::new(None) };
+    static LAST_SESSION: std::cell::RefCell<Option<(String, SessionFacts, Value)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn time_value(t: chrono::DateTime<chrono::Utc>) -> Value {
+    let unix = t.timestamp();
+    LAST_TIME.with_borrow_mut(|last| {
+        if let Some((at, v)) = last
+            && *at == unix
+        {
+            return v.clone();
+        }
+        let v = Value::record(
+            [
+                ("unix", Value::from(unix)),
+                ("hour", Value::from(i64::from(t.hour()))),
+                (
+                    "weekday",
+                    Value::from(i64::from(t.weekday().num_days_from_monday())),
+                ),
+            ],
+            None,
+        );
+        *last = Some((unix, v.clone()));
+        v
+    })
+}
+
+fn session_value(session: &str, facts: &SessionFacts) -> Value {
+    LAST_SESSION.with_borrow_mut(|last| {
+        if let Some((id, f, v)) = last
+            && id == session
+            && f == facts
+        {
+            return v.clone();
+        }
         let strings = |set: &std::collections::BTreeSet<String>| {
             Value::set(set.iter().map(|s| Value::from(s.as_str())), None)
         };
-        let facts = &req.facts;
         let count = |n: u64| Value::from(i64::try_from(n).unwrap_or(i64::MAX));
-        map.insert(
-            "session".into(),
-            Value::record(
-                [
-                    ("id", Value::from(session.as_str())),
-                    ("tools_called", strings(&facts.tools_called)),
-                    ("servers", strings(&facts.servers)),
-                    ("categories", strings(&facts.categories)),
-                    ("calls", count(facts.calls)),
-                    ("denied", count(facts.denied)),
-                ],
-                None,
-            ),
+        let v = Value::record(
+            [
+                ("id", Value::from(session)),
+                ("tools_called", strings(&facts.tools_called)),
+                ("servers", strings(&facts.servers)),
+                ("categories", strings(&facts.categories)),
+                ("calls", count(facts.calls)),
+                ("denied", count(facts.denied)),
+            ],
+            None,
         );
-    }
-    Ok(ast::Context::Value(Arc::new(map)))
+        *last = Some((session.to_owned(), facts.clone(), v.clone()));
+        v
+    })
 }
 
 pub(crate) fn reserved_key(k: &str) -> String {

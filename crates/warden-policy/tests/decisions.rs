@@ -527,3 +527,32 @@ fn a_request_entity_that_is_another_ones_parent_keeps_its_ancestry() {
         .push(warden_core::EntityRef::new("Namespace", "acme/x"));
     assert_eq!(e.decide(&req).outcome, Outcome::Allow);
 }
+
+#[test]
+fn entities_built_for_one_request_are_not_reused_for_a_different_one() {
+    // Requests naming the same principal and tool but with other attributes, parents or
+    // on-behalf-of user must be decided on what they say, not on an earlier request's
+    // entities.
+    let e = engine(&[(
+        "acme",
+        r#"
+        @id("low") permit (principal, action == Action::"call_tool", resource is Tool)
+        when { resource has risk && resource.risk == "low" && context has on_behalf_of && context.on_behalf_of == User::"alice" };
+        @id("team") forbid (principal in Team::"quarantine", action, resource);
+        "#,
+    )]);
+    let low = with_tool_attrs(call_tool("acme", "x__y"), json!({"risk": "low"}));
+    assert_eq!(e.decide(&low).outcome, Outcome::Allow);
+    let high = with_tool_attrs(call_tool("acme", "x__y"), json!({"risk": "high"}));
+    assert_eq!(e.decide(&high).outcome, Outcome::Deny);
+    let mut bob = low.clone();
+    bob.on_behalf_of = Some(warden_core::EntityRef::new("User", "bob"));
+    assert_eq!(e.decide(&bob).outcome, Outcome::Deny);
+    let mut quarantined = low.clone();
+    quarantined.principal.parents = vec![warden_core::EntityRef::new("Team", "quarantine")];
+    assert_eq!(ids(&e.decide(&quarantined).reasons), ["team"]);
+    let mut elsewhere = low.clone();
+    elsewhere.namespace = warden_core::NamespacePath::parse("acme/other").unwrap();
+    assert_eq!(e.decide(&elsewhere).outcome, Outcome::Allow);
+    assert_eq!(e.decide(&low).outcome, Outcome::Allow);
+}
