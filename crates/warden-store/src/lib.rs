@@ -1,7 +1,8 @@
 //! Warden's system of record.
 //!
-//! Every durable fact — tenants, tokens, API-managed policies, approval requests, the audit
-//! trail with its Merkle log and checkpoints — goes through the [`Store`] trait. SQLite (WAL,
+//! Every durable fact — tenants, tokens, API-managed policies, approval requests, the
+//! registry of tool servers, tools and agents, the audit trail with its Merkle log and
+//! checkpoints — goes through the [`Store`] trait. SQLite (WAL,
 //! `synchronous=FULL`) is the embedded default; PostgreSQL implements the same trait for
 //! deployments at scale.
 //!
@@ -12,6 +13,7 @@
 pub mod checkpointer;
 pub mod model;
 pub mod pipeline;
+pub mod registry;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -21,6 +23,10 @@ use warden_audit::merkle::{Hash, NodeId};
 use warden_core::{Approval, ApprovalAnswer, AuditEvent, NewApproval, Result, TenantId};
 
 pub use model::*;
+pub use registry::{
+    AgentFilter, ChangeKind, HistoryEntry, HistoryFilter, RegistryChange, RegistryRows,
+    RegistryWrite, ServerFilter, StoredAgent, StoredServer, StoredTool, SubjectKind, ToolFilter,
+};
 pub use sqlite::SqliteStore;
 
 /// Log levels at and above which perfect-subtree hashes are stored; lower ones are recomputed
@@ -96,6 +102,49 @@ pub trait Store: Send + Sync + 'static {
         id: Uuid,
         now: DateTime<Utc>,
     ) -> Result<Option<Approval>>;
+
+    // --- registry -------------------------------------------------------------------------
+    // Every query takes the tenant. A change is one `RegistryChange`, applied in one
+    // transaction with its history rows and audit events, or not at all.
+
+    /// Applies a change: every write, history row and event, or nothing. `Conflict` when an
+    /// update's record is no longer at the version it names (someone changed it meanwhile), or
+    /// an insert's name or alias is taken (the message says which); `NotFound` when an update's
+    /// record, or an inserted tool's server, does not exist.
+    async fn registry_apply(&self, change: &RegistryChange) -> Result<()>;
+    /// Every tenant's servers, tools and agents, for the in-memory snapshot.
+    async fn registry_all(&self) -> Result<RegistryRows>;
+    /// Changes whenever the registry of any tenant changes (the newest history id); cheap, for
+    /// noticing changes made by another process.
+    async fn registry_stamp(&self) -> Result<Option<String>>;
+    async fn get_server(&self, tenant: &TenantId, name: &str) -> Result<Option<StoredServer>>;
+    /// By name, keyset-paginated (`after`, `limit`).
+    async fn list_servers(
+        &self,
+        tenant: &TenantId,
+        filter: &ServerFilter,
+    ) -> Result<Vec<StoredServer>>;
+    async fn get_tool(
+        &self,
+        tenant: &TenantId,
+        server: &str,
+        name: &str,
+    ) -> Result<Option<StoredTool>>;
+    /// By server, then name, keyset-paginated.
+    async fn list_tools(&self, tenant: &TenantId, filter: &ToolFilter) -> Result<Vec<StoredTool>>;
+    async fn get_agent(&self, tenant: &TenantId, name: &str) -> Result<Option<StoredAgent>>;
+    /// By name, keyset-paginated.
+    async fn list_agents(
+        &self,
+        tenant: &TenantId,
+        filter: &AgentFilter,
+    ) -> Result<Vec<StoredAgent>>;
+    /// Newest first, keyset-paginated (`before`, `limit`).
+    async fn registry_history(
+        &self,
+        tenant: &TenantId,
+        filter: &HistoryFilter,
+    ) -> Result<Vec<HistoryEntry>>;
 
     // --- audit trail --------------------------------------------------------------------
     /// Appends a batch in one durable transaction, extending each tenant's Merkle log.

@@ -22,7 +22,13 @@ use warden_core::{
 };
 
 use crate::model::*;
+use crate::registry::{
+    AgentFilter, HistoryEntry, HistoryFilter, RegistryChange, RegistryRows, ServerFilter,
+    StoredAgent, StoredServer, StoredTool, ToolFilter,
+};
 use crate::{STORED_NODE_MIN_LEVEL, Store};
+
+mod registry;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -216,7 +222,7 @@ const EVENT_COLUMNS: &str = "seq, id, time_us, namespace, event_type, principal,
      action, resource_type, resource_id, outcome, header, payload, leaf_hash";
 
 /// An event as stored, minus its position in the log.
-struct Encoded {
+pub(crate) struct Encoded {
     columns: IndexedColumns,
     header: String,
     payload: Option<String>,
@@ -224,7 +230,7 @@ struct Encoded {
 }
 
 impl Encoded {
-    fn of(event: &AuditEvent) -> Encoded {
+    pub(crate) fn of(event: &AuditEvent) -> Encoded {
         let header =
             String::from_utf8(event.header.canonical_bytes()).expect("canonical JSON is UTF-8");
         Encoded {
@@ -626,28 +632,71 @@ impl Store for SqliteStore {
         row.as_ref().map(approval_from_row).transpose()
     }
 
+    async fn registry_apply(&self, change: &RegistryChange) -> Result<()> {
+        registry::apply(self, change).await
+    }
+
+    async fn registry_all(&self) -> Result<RegistryRows> {
+        registry::all(self).await
+    }
+
+    async fn registry_stamp(&self) -> Result<Option<String>> {
+        registry::stamp(self).await
+    }
+
+    async fn get_server(&self, tenant: &TenantId, name: &str) -> Result<Option<StoredServer>> {
+        registry::get_server(self, tenant, name).await
+    }
+
+    async fn list_servers(
+        &self,
+        tenant: &TenantId,
+        filter: &ServerFilter,
+    ) -> Result<Vec<StoredServer>> {
+        registry::list_servers(self, tenant, filter).await
+    }
+
+    async fn get_tool(
+        &self,
+        tenant: &TenantId,
+        server: &str,
+        name: &str,
+    ) -> Result<Option<StoredTool>> {
+        registry::get_tool(self, tenant, server, name).await
+    }
+
+    async fn list_tools(&self, tenant: &TenantId, filter: &ToolFilter) -> Result<Vec<StoredTool>> {
+        registry::list_tools(self, tenant, filter).await
+    }
+
+    async fn get_agent(&self, tenant: &TenantId, name: &str) -> Result<Option<StoredAgent>> {
+        registry::get_agent(self, tenant, name).await
+    }
+
+    async fn list_agents(
+        &self,
+        tenant: &TenantId,
+        filter: &AgentFilter,
+    ) -> Result<Vec<StoredAgent>> {
+        registry::list_agents(self, tenant, filter).await
+    }
+
+    async fn registry_history(
+        &self,
+        tenant: &TenantId,
+        filter: &HistoryFilter,
+    ) -> Result<Vec<HistoryEntry>> {
+        registry::history(self, tenant, filter).await
+    }
+
     async fn append_events(&self, batch: &[NewEvent]) -> Result<Vec<Appended>> {
         if batch.is_empty() {
             return Ok(vec![]);
         }
-        // Group by tenant, keeping arrival order inside each tenant's log.
-        let mut order: Vec<&str> = Vec::new();
-        let mut groups: HashMap<&str, Vec<usize>> = HashMap::new();
-        for (i, e) in batch.iter().enumerate() {
-            let t = e.event.header.tenant.as_str();
-            groups.entry(t).or_insert_with(|| {
-                order.push(t);
-                Vec::new()
-            });
-            groups.get_mut(t).expect("inserted").push(i);
-        }
-
         // Serialising and hashing happen before the write lock is taken: none of it depends on
         // where the event lands in the log, and the lock is held only for the database work.
-        let mut encoded: Vec<Option<Encoded>> =
+        let encoded: Vec<Option<Encoded>> =
             batch.iter().map(|e| Some(Encoded::of(&e.event))).collect();
-
-        let mut out = vec![Appended::Duplicate; batch.len()];
         // IMMEDIATE takes the write lock before the head is read, so two writers (the server
         // and a CLI command) can never extend the same tree from the same head.
         let mut tx = self
@@ -655,94 +704,7 @@ impl Store for SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(db_err)?;
-        for tenant in order {
-            let idxs = &groups[tenant];
-            let existing = existing_ids(&mut tx, tenant, batch, idxs).await?;
-            let head = read_head(&mut tx, tenant).await?;
-            let mut range = CompactRange::from_frontier(head.size, head.frontier).map_err(|e| {
-                Error::internal(format!("merkle head of {tenant} is corrupt: {e:?}"))
-            })?;
-            let mut seen: HashSet<uuid::Uuid> = HashSet::new();
-            let mut rows = Vec::with_capacity(idxs.len());
-            let mut nodes: Vec<(NodeId, Hash)> = Vec::new();
-            for &i in idxs {
-                let ev = &batch[i];
-                let id = ev.event.header.id;
-                if ev.dedupe && (existing.contains(&id.to_string()) || !seen.insert(id)) {
-                    continue;
-                }
-                let event = encoded[i].take().expect("each event is stored once");
-                let seq = range.size();
-                for (node, h) in range.append(event.leaf) {
-                    if node.level >= STORED_NODE_MIN_LEVEL {
-                        nodes.push((node, h));
-                    }
-                }
-                rows.push(Row17 {
-                    seq: seq as i64,
-                    event,
-                });
-                out[i] = Appended::Stored { seq };
-            }
-            let stored = rows.len();
-            let mut rows = rows.into_iter().peekable();
-            while rows.peek().is_some() {
-                let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
-                    "INSERT INTO audit_events (tenant, {EVENT_COLUMNS}) "
-                ));
-                // The rows' strings move into the statement's arguments; none is copied.
-                qb.push_values(rows.by_ref().take(INSERT_CHUNK), |mut b, r| {
-                    let Encoded {
-                        columns: c,
-                        header,
-                        payload,
-                        leaf,
-                    } = r.event;
-                    b.push_bind(tenant)
-                        .push_bind(r.seq)
-                        .push_bind(c.id.to_string())
-                        .push_bind(c.time_micros)
-                        .push_bind(c.namespace)
-                        .push_bind(c.event_type)
-                        .push_bind(c.principal)
-                        .push_bind(c.agent)
-                        .push_bind(c.on_behalf_of)
-                        .push_bind(c.session)
-                        .push_bind(c.action)
-                        .push_bind(c.resource_type)
-                        .push_bind(c.resource_id)
-                        .push_bind(c.outcome)
-                        .push_bind(header)
-                        .push_bind(payload)
-                        .push_bind(leaf.to_vec());
-                });
-                qb.build().execute(&mut *tx).await.map_err(db_err)?;
-            }
-            for chunk in nodes.chunks(INSERT_CHUNK) {
-                let mut qb: QueryBuilder<Sqlite> =
-                    QueryBuilder::new("INSERT INTO merkle_nodes (tenant, level, idx, hash) ");
-                qb.push_values(chunk, |mut b, (n, h)| {
-                    b.push_bind(tenant)
-                        .push_bind(n.level as i64)
-                        .push_bind(n.index as i64)
-                        .push_bind(h.to_vec());
-                });
-                qb.build().execute(&mut *tx).await.map_err(db_err)?;
-            }
-            if stored > 0 {
-                let frontier: Vec<u8> = range.frontier().concat();
-                sqlx::query(
-                    "INSERT INTO merkle_heads (tenant, size, frontier) VALUES (?, ?, ?) \
-                     ON CONFLICT (tenant) DO UPDATE SET size = excluded.size, frontier = excluded.frontier",
-                )
-                .bind(tenant)
-                .bind(range.size() as i64)
-                .bind(frontier)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-            }
-        }
+        let out = append_in(&mut tx, batch, encoded).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(out)
     }
@@ -929,6 +891,116 @@ impl Store for SqliteStore {
                 .map_err(db_err)?;
         row.as_ref().map(checkpoint_from_row).transpose()
     }
+}
+
+/// Appends a batch inside a write transaction the caller holds (taken with `BEGIN IMMEDIATE`,
+/// so the Merkle heads read here cannot move before it commits). `encoded` holds each event
+/// of `batch`, encoded ahead of the lock.
+pub(crate) async fn append_in(
+    tx: &mut sqlx::SqliteConnection,
+    batch: &[NewEvent],
+    mut encoded: Vec<Option<Encoded>>,
+) -> Result<Vec<Appended>> {
+    // Group by tenant, keeping arrival order inside each tenant's log.
+    let mut order: Vec<&str> = Vec::new();
+    let mut groups: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, e) in batch.iter().enumerate() {
+        let t = e.event.header.tenant.as_str();
+        groups.entry(t).or_insert_with(|| {
+            order.push(t);
+            Vec::new()
+        });
+        groups.get_mut(t).expect("inserted").push(i);
+    }
+    let mut out = vec![Appended::Duplicate; batch.len()];
+    for tenant in order {
+        let idxs = &groups[tenant];
+        let existing = existing_ids(&mut *tx, tenant, batch, idxs).await?;
+        let head = read_head(&mut *tx, tenant).await?;
+        let mut range = CompactRange::from_frontier(head.size, head.frontier)
+            .map_err(|e| Error::internal(format!("merkle head of {tenant} is corrupt: {e:?}")))?;
+        let mut seen: HashSet<uuid::Uuid> = HashSet::new();
+        let mut rows = Vec::with_capacity(idxs.len());
+        let mut nodes: Vec<(NodeId, Hash)> = Vec::new();
+        for &i in idxs {
+            let ev = &batch[i];
+            let id = ev.event.header.id;
+            if ev.dedupe && (existing.contains(&id.to_string()) || !seen.insert(id)) {
+                continue;
+            }
+            let event = encoded[i].take().expect("each event is stored once");
+            let seq = range.size();
+            for (node, h) in range.append(event.leaf) {
+                if node.level >= STORED_NODE_MIN_LEVEL {
+                    nodes.push((node, h));
+                }
+            }
+            rows.push(Row17 {
+                seq: seq as i64,
+                event,
+            });
+            out[i] = Appended::Stored { seq };
+        }
+        let stored = rows.len();
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+                "INSERT INTO audit_events (tenant, {EVENT_COLUMNS}) "
+            ));
+            // The rows' strings move into the statement's arguments; none is copied.
+            qb.push_values(rows.by_ref().take(INSERT_CHUNK), |mut b, r| {
+                let Encoded {
+                    columns: c,
+                    header,
+                    payload,
+                    leaf,
+                } = r.event;
+                b.push_bind(tenant)
+                    .push_bind(r.seq)
+                    .push_bind(c.id.to_string())
+                    .push_bind(c.time_micros)
+                    .push_bind(c.namespace)
+                    .push_bind(c.event_type)
+                    .push_bind(c.principal)
+                    .push_bind(c.agent)
+                    .push_bind(c.on_behalf_of)
+                    .push_bind(c.session)
+                    .push_bind(c.action)
+                    .push_bind(c.resource_type)
+                    .push_bind(c.resource_id)
+                    .push_bind(c.outcome)
+                    .push_bind(header)
+                    .push_bind(payload)
+                    .push_bind(leaf.to_vec());
+            });
+            qb.build().execute(&mut *tx).await.map_err(db_err)?;
+        }
+        for chunk in nodes.chunks(INSERT_CHUNK) {
+            let mut qb: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT INTO merkle_nodes (tenant, level, idx, hash) ");
+            qb.push_values(chunk, |mut b, (n, h)| {
+                b.push_bind(tenant)
+                    .push_bind(n.level as i64)
+                    .push_bind(n.index as i64)
+                    .push_bind(h.to_vec());
+            });
+            qb.build().execute(&mut *tx).await.map_err(db_err)?;
+        }
+        if stored > 0 {
+            let frontier: Vec<u8> = range.frontier().concat();
+            sqlx::query(
+                "INSERT INTO merkle_heads (tenant, size, frontier) VALUES (?, ?, ?) \
+                 ON CONFLICT (tenant) DO UPDATE SET size = excluded.size, frontier = excluded.frontier",
+            )
+            .bind(tenant)
+            .bind(range.size() as i64)
+            .bind(frontier)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
+    }
+    Ok(out)
 }
 
 fn checkpoint_from_row(r: &SqliteRow) -> Result<StoredCheckpoint> {
