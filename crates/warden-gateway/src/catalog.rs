@@ -69,10 +69,17 @@ impl Listing {
 /// cursors is broken, not large.
 const MAX_PAGES: usize = 1000;
 
+/// Pin digests of a listing's tools, by tool name.
+pub type Digests = Arc<HashMap<String, String>>;
+
 pub struct Server {
     pub config: UpstreamConfig,
     pub upstream: Arc<dyn Upstream>,
     cache: Mutex<HashMap<Listing, Arc<Vec<Value>>>>,
+    /// Pin digests of the tools of one tools listing, computed once per listing: every call
+    /// compares the called tool with its pin, and hashing the canonical definition each time
+    /// would cost more than the decision.
+    digests: std::sync::Mutex<Option<(Arc<Vec<Value>>, Digests)>>,
 }
 
 impl Server {
@@ -154,6 +161,27 @@ impl Server {
         ))
     }
 
+    /// The pin digest of each tool of `tools` (a listing this server returned), by name.
+    pub fn digests(&self, tools: &Arc<Vec<Value>>) -> Digests {
+        let mut memo = self.digests.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((listing, digests)) = memo.as_ref()
+            && Arc::ptr_eq(listing, tools)
+        {
+            return digests.clone();
+        }
+        let digests: Digests = Arc::new(
+            tools
+                .iter()
+                .filter_map(|t| {
+                    let d = warden_registry::ToolDefinition::from_mcp(t).ok()?;
+                    Some((d.name.clone(), warden_registry::pin::digest(&d)))
+                })
+                .collect(),
+        );
+        *memo = Some((tools.clone(), digests.clone()));
+        digests
+    }
+
     pub async fn invalidate(&self, listing: Listing) {
         self.cache.lock().await.remove(&listing);
     }
@@ -198,6 +226,7 @@ impl Catalog {
             config,
             upstream,
             cache: Mutex::new(HashMap::new()),
+            digests: std::sync::Mutex::new(None),
         });
         let mut servers = self.servers.write().unwrap_or_else(|e| e.into_inner());
         servers.retain(|s| s.name() != server.name());

@@ -39,6 +39,9 @@ pub struct GatewayConfig {
     /// How often a held call reports progress to a client that asked for it (seconds).
     #[serde(with = "secs")]
     pub progress_interval: Duration,
+    /// `optional` (default): a server the tenant has not registered is governed by policies
+    /// alone; `required`: only registered, approved servers and tools are usable.
+    pub registry: crate::registry::RegistryMode,
 }
 
 impl Default for GatewayConfig {
@@ -53,6 +56,7 @@ impl Default for GatewayConfig {
             elicitation_approvals: false,
             page_size: 200,
             progress_interval: Duration::from_secs(5),
+            registry: Default::default(),
         }
     }
 }

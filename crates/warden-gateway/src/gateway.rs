@@ -24,6 +24,7 @@ pub struct Gateway {
     pub catalog: Catalog,
     pub sessions: Sessions,
     pub metrics: GatewayMetrics,
+    pub observer: crate::registry::Observer,
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -57,6 +58,7 @@ impl Gateway {
             catalog: Catalog::default(),
             sessions: Sessions::default(),
             metrics: GatewayMetrics::default(),
+            observer: Default::default(),
             tasks: std::sync::Mutex::new(Vec::new()),
         });
         for u in upstreams {
@@ -382,6 +384,9 @@ impl Gateway {
         let mut visible = Vec::new();
         let mut hidden = Vec::new();
         let mut unavailable = Vec::new();
+        let snapshot = self.governor.registry();
+        // An agent the registry blocks here sees no tools.
+        let principal = crate::govern::principal(session, snapshot.as_deref());
         for (server, list) in servers.iter().zip(lists) {
             let tools = match list {
                 Ok(t) => t,
@@ -396,7 +401,17 @@ impl Gateway {
                     continue;
                 };
                 let exposed = exposed_name(scope, server.name(), name);
-                if crate::govern::may_list(self, session, server.name(), tool) {
+                let standing =
+                    crate::govern::standing(self, session, server, tool, snapshot.as_deref()).await;
+                let shown = match &principal {
+                    Ok(p) if standing.usable() => {
+                        let resource =
+                            crate::govern::registered_tool(server.name(), tool, &standing);
+                        crate::govern::may_list(self, session, p, resource)
+                    }
+                    _ => false,
+                };
+                if shown {
                     let mut t = tool.clone();
                     t["name"] = json!(exposed);
                     visible.push(t);

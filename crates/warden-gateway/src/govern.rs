@@ -13,11 +13,13 @@ use warden_core::{
     ApprovalAnswer, ApprovalChannel, ApprovalStatus, Decision, DecisionRequest, EntityRef,
     NewApproval, Outcome, Resource, canonical,
 };
+use warden_registry::RegistrySnapshot;
 
-use crate::catalog::Server;
+use crate::catalog::{Listing, Server};
 use crate::events;
 use crate::gateway::{Gateway, audit_error, param_str, trace, unknown_prompt, unknown_resource};
 use crate::jsonrpc::{Message, Notification, Request, RpcError, code};
+use crate::registry::{self, Listed, Standing};
 use crate::session::Session;
 use crate::upstream::{ServerMessage, UpstreamError};
 
@@ -57,6 +59,7 @@ pub fn tool_resource(server: &str, tool: &Value) -> Resource {
 
 fn decision_request(
     session: &Session,
+    principal: Resource,
     action: &str,
     resource: Resource,
     args: Value,
@@ -70,11 +73,7 @@ fn decision_request(
     DecisionRequest {
         tenant: id.tenant.clone(),
         namespace: id.namespace.clone(),
-        principal: Resource {
-            entity_type: "Agent".into(),
-            id: id.agent.clone(),
-            ..Default::default()
-        },
+        principal,
         on_behalf_of: id.on_behalf_of.as_ref().map(|u| EntityRef::new("User", u)),
         session: Some(id.token_id.clone()),
         facts: session.facts(),
@@ -92,20 +91,79 @@ fn decide(gw: &Gateway, req: &DecisionRequest) -> Decision {
     d
 }
 
+/// The agent as the policies' principal, with what the registry knows about it; `Err` when
+/// the registry blocks the agent in the session's namespace.
+pub fn principal(
+    session: &Session,
+    snapshot: Option<&RegistrySnapshot>,
+) -> Result<Resource, String> {
+    let id = &session.identity;
+    registry::agent_principal(snapshot, &id.tenant, &id.namespace, &id.agent)
+}
+
+/// The registry's standing of a tool for this session. A changed or new definition is
+/// reported to the registry (once), with the server's whole listing.
+pub async fn standing(
+    gw: &Gateway,
+    session: &Session,
+    server: &Server,
+    tool: &Value,
+    snapshot: Option<&RegistrySnapshot>,
+) -> Standing {
+    let id = &session.identity;
+    let Some(snapshot) = snapshot else {
+        // No registry: nothing to compare, no digest needed.
+        let listed = Listed::with_digest(server.name(), tool, None);
+        return registry::standing(None, gw.config.registry, &id.tenant, &id.namespace, &listed).0;
+    };
+    let tools = server.list(Listing::Tools).await.unwrap_or_default();
+    let name = tool.get("name").and_then(Value::as_str).unwrap_or_default();
+    let digest = match server.digests(&tools).get(name) {
+        Some(d) => Some(d.clone()),
+        // A definition fetched outside the cached listing.
+        None => Listed::new(server.name(), tool).digest,
+    };
+    let listed = Listed::with_digest(server.name(), tool, digest);
+    let (standing, observation) = registry::standing(
+        Some(snapshot),
+        gw.config.registry,
+        &id.tenant,
+        &id.namespace,
+        &listed,
+    );
+    if let Some(o) = observation {
+        gw.observer
+            .report(&gw.governor, o, || registry::definitions(&tools));
+    }
+    standing
+}
+
+/// The policy resource of a tool, with the registry's facts.
+pub fn registered_tool(server: &str, tool: &Value, standing: &Standing) -> Resource {
+    let mut resource = tool_resource(server, tool);
+    registry::enrich_tool(&mut resource, standing);
+    resource
+}
+
 /// Whether `tools/list` shows a tool: `list_tools` must allow it, and `call_tool` without
 /// arguments must not be forbidden (a tool no call could pass is not shown at all).
-pub fn may_list(gw: &Gateway, session: &Session, server: &str, tool: &Value) -> bool {
-    let resource = tool_resource(server, tool);
+pub fn may_list(gw: &Gateway, session: &Session, principal: &Resource, resource: Resource) -> bool {
     let listed = decide(
         gw,
-        &decision_request(session, "list_tools", resource.clone(), json!({})),
+        &decision_request(
+            session,
+            principal.clone(),
+            "list_tools",
+            resource.clone(),
+            json!({}),
+        ),
     );
     if listed.outcome != Outcome::Allow {
         return false;
     }
     let call = decide(
         gw,
-        &decision_request(session, "call_tool", resource, json!({})),
+        &decision_request(session, principal.clone(), "call_tool", resource, json!({})),
     );
     call.outcome != Outcome::Deny || call.reasons.is_empty()
 }
@@ -189,14 +247,49 @@ pub async fn call_tool(
         }
     }
 
-    let resource = tool_resource(server.name(), &definition);
-    let dreq = decision_request(session, "call_tool", resource, args.clone());
-    let d = decide(gw, &dreq);
+    // The registry first: a tool it does not allow here (blocked, not approved, changed
+    // since approval) or an agent it blocks is refused whatever the policies say.
+    let snapshot = gw.governor.registry();
+    let standing = standing(gw, session, &server, &definition, snapshot.as_deref()).await;
+    let principal = principal(session, snapshot.as_deref());
+    let refusal = match (&principal, &standing) {
+        (Err(why), _) => Some(("agent_blocked", why.clone())),
+        (_, Standing::Refused { status, why }) => Some((*status, why.clone())),
+        _ => None,
+    };
+    let principal = principal.unwrap_or_else(|_| Resource {
+        entity_type: "Agent".into(),
+        id: session.identity.agent.clone(),
+        ..Default::default()
+    });
+    let resource = registered_tool(server.name(), &definition, &standing);
+    let dreq = decision_request(session, principal, "call_tool", resource, args.clone());
+    let d = match &refusal {
+        None => decide(gw, &dreq),
+        Some(_) => Decision {
+            errors: vec![],
+            ..Decision::deny_with_error("")
+        },
+    };
     let redactor = gw.governor.redactor(session.identity.tenant.as_str());
     let mut mcp = events::mcp_attributes(session, "tools/call", Some(&request.id));
     mcp["gen_ai.tool.name"] = json!(name);
     mcp["gen_ai.operation.name"] = json!("execute_tool");
     mcp["warden.upstream"] = json!(server.name());
+    match (&refusal, &standing) {
+        (Some((status, why)), _) => {
+            mcp["warden.registry"] = json!({"status": status, "refused": why});
+        }
+        (
+            None,
+            Standing::Usable {
+                warning: Some(w), ..
+            },
+        ) => {
+            mcp["warden.registry"] = json!({"status": "definition_changed", "warning": w});
+        }
+        _ => {}
+    }
     let decided = events::decided_event(
         session,
         events::TOOL_CALL_DECIDED,
@@ -213,8 +306,13 @@ pub async fn call_tool(
     let namespace = session.identity.namespace.as_str();
     match d.outcome {
         Outcome::Deny => {
-            gw.metrics.call(server.name(), &tool_name, "denied");
             session.update_facts(|f| f.denied += 1);
+            if let Some((_, why)) = refusal {
+                gw.metrics
+                    .call(server.name(), &tool_name, "refused_by_registry");
+                return Ok(tool_error(format!("refused by the registry: {why}")));
+            }
+            gw.metrics.call(server.name(), &tool_name, "denied");
             return Ok(tool_error(denial_text(
                 &d,
                 namespace,
@@ -258,6 +356,15 @@ pub async fn call_tool(
             .and_then(Value::as_bool)
         {
             f.categories.insert("read".into());
+        }
+        // The categories the registry gives the tool (`secrets`, `network`, …).
+        if let Some(Value::Array(categories)) = dreq.resource.attributes.get("categories") {
+            f.categories.extend(
+                categories
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned),
+            );
         }
     });
     let started = Instant::now();
@@ -420,11 +527,28 @@ async fn governed_forward(
 ) -> Result<Value, RpcError> {
     let args = params.get("arguments").cloned().unwrap_or(json!({}));
     let args = if args.is_object() { args } else { json!({}) };
-    let dreq = decision_request(session, action, resource, args.clone());
-    let d = decide(gw, &dreq);
+    let snapshot = gw.governor.registry();
+    let principal = principal(session, snapshot.as_deref());
+    let refusal = principal.as_ref().err().cloned();
+    let principal = principal.unwrap_or_else(|_| Resource {
+        entity_type: "Agent".into(),
+        id: session.identity.agent.clone(),
+        ..Default::default()
+    });
+    let dreq = decision_request(session, principal, action, resource, args.clone());
+    let d = match &refusal {
+        None => decide(gw, &dreq),
+        Some(_) => Decision {
+            errors: vec![],
+            ..Decision::deny_with_error("")
+        },
+    };
     let redactor = gw.governor.redactor(session.identity.tenant.as_str());
     let mut mcp = events::mcp_attributes(session, &request.method, Some(&request.id));
     mcp["warden.upstream"] = json!(server.name());
+    if let Some(why) = &refusal {
+        mcp["warden.registry"] = json!({"status": "agent_blocked", "refused": why});
+    }
     let e = events::decided_event(
         session,
         event_type,
@@ -438,6 +562,12 @@ async fn governed_forward(
     gw.governor.record(e).await.map_err(audit_error)?;
     match d.outcome {
         Outcome::Deny => {
+            if let Some(why) = refusal {
+                return Err(RpcError::new(
+                    code::POLICY_DENIED,
+                    format!("refused by the registry: {why}"),
+                ));
+            }
             return Err(RpcError::new(
                 code::POLICY_DENIED,
                 denial_text(

@@ -70,6 +70,23 @@ pub trait Governor: Send + Sync + 'static {
     async fn expire_approval(&self, tenant: &TenantId, id: Uuid)
     -> Result<Option<Approval>, Error>;
 
+    /// The registry as it is now (servers, tools, agents of every tenant), if the server
+    /// keeps one.
+    fn registry(&self) -> Option<std::sync::Arc<warden_registry::RegistrySnapshot>> {
+        None
+    }
+
+    /// Tells the registry what a server lists now: it records changed pinned definitions
+    /// (and, by the server's pin policy, sends the tool back to review) and new tools.
+    async fn observe_tools(
+        &self,
+        _tenant: &TenantId,
+        _server: &warden_registry::model::ServerName,
+        _listed: Vec<warden_registry::ToolDefinition>,
+    ) -> Result<(), Error> {
+        Ok(())
+    }
+
     /// Answers an approval in the agent's own client (elicitation), as the on-behalf-of user.
     async fn answer_approval(
         &self,

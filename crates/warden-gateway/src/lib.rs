@@ -9,7 +9,7 @@
 //! (what the servers offer, and the names agents see), [`session`] (agent sessions),
 //! [`gateway`] (method handling), [`govern`] (decide, record, hold, forward), [`http`]
 //! (the agent-facing Streamable HTTP endpoint), [`governor`] (what the gateway needs from
-//! the rest of Warden).
+//! the rest of Warden), [`registry`] (what the registry says about a tool or agent here).
 
 pub mod args;
 pub mod catalog;
@@ -21,6 +21,7 @@ pub mod governor;
 pub mod http;
 pub mod jsonrpc;
 pub mod metrics;
+pub mod registry;
 pub mod session;
 pub mod stdio;
 pub mod upstream;

@@ -246,7 +246,7 @@ fn error_messages_say_what_is_wrong() {
     let errs = build_errors(&[("acme/platform", text)], None);
     assert_eq!(
         errs[0].to_string(),
-        "acme/platform/policies.cedar:3:8: attribute `colour` on entity type `Tool` not found (did you mean `server`?)"
+        "acme/platform/policies.cedar:3:8: attribute `colour` on entity type `Tool` not found (did you mean `owner`?)"
     );
     let errs = build_errors(
         &[(
