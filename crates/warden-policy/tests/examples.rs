@@ -136,3 +136,79 @@ fn the_quickstart_requests_decide_as_documented() {
     );
     assert_eq!(e.decide(&deploy).outcome, Outcome::ApprovalRequired);
 }
+
+/// The registry presets: per team and capability category, allow / ask / deny.
+fn presets_engine() -> Engine {
+    Engine::build(
+        vec![
+            source(
+                "acme",
+                "acme/base.cedar",
+                include_str!("../../../examples/policies/acme/base.cedar"),
+            ),
+            source(
+                "acme",
+                "acme/registry.cedar",
+                include_str!("../../../examples/policies/acme/registry.cedar"),
+            ),
+        ],
+        Some(include_str!(
+            "../../../examples/policies/schema.cedarschema"
+        )),
+    )
+    .unwrap_or_else(|errs| panic!("{errs:?}"))
+}
+
+/// A call by an agent of `team` to a registered tool with the registry's facts, as the
+/// gateway sends it.
+fn registered_call(team: &str, categories: &[&str]) -> warden_core::DecisionRequest {
+    let mut req = with_tool_attrs(
+        call_tool("acme/platform/api", "deploy__do_it"),
+        json!({"categories": categories, "risk": "medium", "registered": true,
+               "approval_state": "approved", "pinned": true}),
+    );
+    req.principal.parents = vec![warden_core::EntityRef::new("Team", team)];
+    req.resource.parents = vec![warden_core::EntityRef::new(
+        "ToolServer",
+        "io.github.acme/deploy",
+    )];
+    req.time = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2025, 6, 4, 10, 0, 0).unwrap();
+    req
+}
+
+#[test]
+fn registry_presets_allow_ask_or_deny_by_team_and_category() {
+    let e = presets_engine();
+    let outcome = |team, cats: &[&str]| e.decide(&registered_call(team, cats)).outcome;
+    assert_eq!(outcome("developers", &["read"]), Outcome::Allow);
+    assert_eq!(outcome("developers", &["write"]), Outcome::ApprovalRequired);
+    assert_eq!(outcome("developers", &["delete", "write"]), Outcome::Deny);
+    assert_eq!(outcome("maintainers", &["write"]), Outcome::Allow);
+    assert_eq!(outcome("maintainers", &["delete", "write"]), Outcome::Allow);
+    let d = e.decide(&registered_call("developers", &["delete"]));
+    assert_eq!(ids(&d.reasons), ["acme.registry.deletes-maintainers-only"]);
+}
+
+#[test]
+fn registry_presets_follow_the_session_and_the_server() {
+    let e = presets_engine();
+    // After secrets were handled in the session, network tools are off.
+    let mut req = registered_call("maintainers", &["network"]);
+    assert_eq!(e.decide(&req).outcome, Outcome::Allow);
+    req.facts.categories.insert("secrets".into());
+    let d = e.decide(&req);
+    assert_eq!(ids(&d.reasons), ["acme.registry.no-network-after-secrets"]);
+    // The deploy server only in office hours.
+    let mut late = registered_call("maintainers", &["write"]);
+    late.time = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2025, 6, 4, 22, 0, 0).unwrap();
+    assert_eq!(
+        ids(&e.decide(&late).reasons),
+        ["acme.registry.deploy-in-office-hours"]
+    );
+    // A deprecated tool asks.
+    let mut old = registered_call("maintainers", &["write"]);
+    old.resource
+        .attributes
+        .insert("approval_state".into(), json!("deprecated"));
+    assert_eq!(e.decide(&old).outcome, Outcome::ApprovalRequired);
+}
