@@ -1,7 +1,8 @@
 //! Warden's HTTP server.
 //!
 //! The decision API (`/api/v1/authorize`), event ingest, the audit API (query, export,
-//! proofs, checkpoints), API-managed policies, tokens, approval requests, health and metrics,
+//! proofs, checkpoints), API-managed policies, tokens, approval requests, the registry of
+//! tool servers, tools and agents, health and metrics,
 //! and the OpenAPI document that describes them. Handlers stay small: authentication, JSON
 //! parsing and error rendering live in extractors ([`extract`]) and one error type
 //! ([`problem::Problem`]).
@@ -14,6 +15,7 @@ pub mod openapi;
 pub mod policies;
 pub mod problem;
 pub mod query;
+pub mod registry;
 pub mod routes;
 pub mod server;
 pub mod state;

@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{approvals, audit, authorize, events, health, policies, tokens};
+use crate::routes::{approvals, audit, authorize, events, health, policies, registry, tokens};
 
 struct BearerAuth;
 
@@ -34,6 +34,13 @@ impl Modify for BearerAuth {
         policies::overview, policies::versions, policies::get_policy, policies::put_policy, policies::delete_policy,
         tokens::create, tokens::list, tokens::revoke,
         approvals::list, approvals::get, approvals::approve, approvals::deny,
+        registry::list_servers, registry::create_server, registry::get_server, registry::patch_server,
+        registry::transition_server, registry::put_server_scope, registry::delete_server_scope,
+        registry::list_server_tools, registry::create_tool, registry::list_tools,
+        registry::get_tool, registry::patch_tool, registry::transition_tool,
+        registry::put_tool_scope, registry::delete_tool_scope, registry::tool_pins,
+        registry::list_agents, registry::create_agent, registry::get_agent, registry::patch_agent,
+        registry::put_agent_scope, registry::delete_agent_scope, registry::history,
         serve,
     ),
     modifiers(&BearerAuth),
@@ -43,6 +50,7 @@ impl Modify for BearerAuth {
         (name = "policies", description = "API-managed Cedar policies"),
         (name = "tokens", description = "API tokens"),
         (name = "approvals", description = "Held agent actions waiting for a person"),
+        (name = "registry", description = "Tool servers, tools and agents: lifecycle, namespace scopes, pins and history. Server names go in paths with their `/` percent-encoded (`io.github.acme%2Fdeploy`)."),
         (name = "operations", description = "Health, readiness, metrics"),
     )
 )]

@@ -22,7 +22,8 @@ use warden_store::{SqliteStore, Store, checkpointer};
 use crate::approvals::ApprovalDesk;
 use crate::policies::{PolicyRuntime, Reload};
 use crate::problem::Problem;
-use crate::routes::{approvals, audit, authorize, events, health, policies, tokens};
+use crate::registry::Registry;
+use crate::routes::{approvals, audit, authorize, events, health, policies, registry, tokens};
 use crate::state::{AppState, Inner, Metrics, ServerConfig};
 use crate::tokens::TokenCache;
 
@@ -62,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/approvals/{id}", get(approvals::get))
         .route("/api/v1/approvals/{id}/approve", post(approvals::approve))
         .route("/api/v1/approvals/{id}/deny", post(approvals::deny))
+        .merge(registry_routes())
         .fallback(|| async {
             Problem::new(
                 StatusCode::NOT_FOUND,
@@ -80,6 +82,64 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::disable())
         .with_state(state.clone())
         .merge(warden_gateway::http::router(state.gateway().clone()))
+}
+
+/// The registry, under `/api/v1/registry`. Server names travel as one path segment with
+/// their `/` percent-encoded (`io.github.acme%2Fdeploy`): routing matches the encoded path,
+/// and `Path` decodes the segment.
+fn registry_routes() -> Router<AppState> {
+    const R: &str = "/api/v1/registry";
+    Router::new()
+        .route(
+            &format!("{R}/servers"),
+            get(registry::list_servers).post(registry::create_server),
+        )
+        .route(
+            &format!("{R}/servers/{{name}}"),
+            get(registry::get_server).patch(registry::patch_server),
+        )
+        .route(
+            &format!("{R}/servers/{{name}}/transitions"),
+            post(registry::transition_server),
+        )
+        .route(
+            &format!("{R}/servers/{{name}}/scopes"),
+            axum::routing::put(registry::put_server_scope).delete(registry::delete_server_scope),
+        )
+        .route(
+            &format!("{R}/servers/{{name}}/tools"),
+            get(registry::list_server_tools).post(registry::create_tool),
+        )
+        .route(
+            &format!("{R}/servers/{{name}}/tools/{{tool}}"),
+            get(registry::get_tool).patch(registry::patch_tool),
+        )
+        .route(
+            &format!("{R}/servers/{{name}}/tools/{{tool}}/transitions"),
+            post(registry::transition_tool),
+        )
+        .route(
+            &format!("{R}/servers/{{name}}/tools/{{tool}}/scopes"),
+            axum::routing::put(registry::put_tool_scope).delete(registry::delete_tool_scope),
+        )
+        .route(
+            &format!("{R}/servers/{{name}}/tools/{{tool}}/pins"),
+            get(registry::tool_pins),
+        )
+        .route(&format!("{R}/tools"), get(registry::list_tools))
+        .route(
+            &format!("{R}/agents"),
+            get(registry::list_agents).post(registry::create_agent),
+        )
+        .route(
+            &format!("{R}/agents/{{name}}"),
+            get(registry::get_agent).patch(registry::patch_agent),
+        )
+        .route(
+            &format!("{R}/agents/{{name}}/scopes"),
+            axum::routing::put(registry::put_agent_scope).delete(registry::delete_agent_scope),
+        )
+        .route(&format!("{R}/history"), get(registry::history))
 }
 
 /// A server started in this process.
@@ -150,6 +210,11 @@ pub async fn build_state(
         .map_err(|e| anyhow::anyhow!("gateway configuration: {e}"))?;
     let pipeline = Arc::new(AuditPipeline::start(store.clone(), config.pipeline));
     let approvals = ApprovalDesk::new(store.clone(), pipeline.clone());
+    let registry = Arc::new(
+        Registry::load(store.clone())
+            .await
+            .context("cannot load the registry")?,
+    );
     let gateway_config = config.gateway.clone();
     let state = Arc::new(Inner {
         config,
@@ -158,6 +223,7 @@ pub async fn build_state(
         policies: runtime,
         tokens: TokenCache::default(),
         approvals,
+        registry,
         redaction_master,
         signer,
         metrics: Metrics::default(),
@@ -210,7 +276,8 @@ async fn run(state: AppState, listener: TcpListener, shutdown: Arc<Notify>) -> a
         state.config.checkpoints,
         stop_rx.clone(),
     ));
-    let watcher = tokio::spawn(watch_policies(state.clone(), stop_rx));
+    let watcher = tokio::spawn(watch_policies(state.clone(), stop_rx.clone()));
+    let registry = tokio::spawn(refresh_registry(state.clone(), stop_rx));
 
     let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     // Answers (SSE above all) go out in several writes; without TCP_NODELAY the last one
@@ -231,10 +298,29 @@ async fn run(state: AppState, listener: TcpListener, shutdown: Arc<Notify>) -> a
     let _ = stop_background.send(true);
     let _ = checkpoints.await;
     let _ = watcher.await;
+    let _ = registry.await;
     if let Err(e) = checkpointer::checkpoint_all(state.store.as_ref(), &state.signer).await {
         tracing::warn!(error = %e, "final checkpoint failed");
     }
     Ok(())
+}
+
+/// How often the registry checks for changes made by another process (`warden registry`).
+pub const REGISTRY_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Keeps the registry snapshot current with changes made outside this server.
+async fn refresh_registry(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(REGISTRY_REFRESH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = state.registry.refresh().await {
+            tracing::warn!(error = %e, "could not refresh the registry");
+        }
+    }
 }
 
 /// Polls the policy directory (and reloads at once on SIGHUP).

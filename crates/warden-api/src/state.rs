@@ -13,6 +13,7 @@ use warden_store::pipeline::{AuditPipeline, PipelineConfig};
 
 use crate::approvals::ApprovalDesk;
 use crate::policies::PolicyRuntime;
+use crate::registry::Registry;
 use crate::tokens::TokenCache;
 
 /// Largest request body accepted by default (2 MiB): room for a batch of 1,000 decisions.
@@ -86,6 +87,8 @@ pub struct Inner {
     pub tokens: TokenCache,
     /// Approval requests: held actions waiting for a person.
     pub approvals: ApprovalDesk,
+    /// The registry of tool servers, tools and agents, and its in-memory snapshot.
+    pub registry: Arc<Registry>,
     pub redaction_master: [u8; 32],
     pub signer: Arc<CheckpointSigner>,
     pub metrics: Metrics,

@@ -6,4 +6,5 @@ pub mod authorize;
 pub mod events;
 pub mod health;
 pub mod policies;
+pub mod registry;
 pub mod tokens;
