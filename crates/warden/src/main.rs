@@ -6,6 +6,7 @@ mod config;
 mod duration;
 mod gateway_cmd;
 mod policy_cmd;
+mod registry_cmd;
 mod token_cmd;
 
 use std::process::ExitCode;
@@ -42,6 +43,9 @@ enum Command {
     /// List, approve and deny held agent actions.
     #[command(subcommand)]
     Approvals(approvals_cmd::ApprovalsCommand),
+    /// The registry of tool servers, tools and agents: import, list, lifecycle.
+    #[command(subcommand)]
+    Registry(registry_cmd::RegistryCommand),
 }
 
 fn init_logging() {
@@ -78,6 +82,7 @@ fn main() -> ExitCode {
             Command::Audit(cmd) => audit_cmd::run(cmd).await,
             Command::Policy(cmd) => policy_cmd::run(cmd),
             Command::Approvals(cmd) => approvals_cmd::run(cmd).await,
+            Command::Registry(cmd) => registry_cmd::run(cmd).await,
             Command::Gateway(cmd) => gateway_cmd::run(cmd).await,
         }
     });
