@@ -8,6 +8,7 @@
 //! ([`problem::Problem`]).
 
 pub mod approvals;
+pub mod discovery;
 pub mod extract;
 pub mod gateway;
 pub mod keys;

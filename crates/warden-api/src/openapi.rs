@@ -35,6 +35,7 @@ impl Modify for BearerAuth {
         tokens::create, tokens::list, tokens::revoke,
         approvals::list, approvals::get, approvals::approve, approvals::deny,
         registry::list_servers, registry::create_server, registry::get_server, registry::patch_server,
+        crate::routes::discovery::discover_server,
         registry::transition_server, registry::put_server_scope, registry::delete_server_scope,
         registry::list_server_tools, registry::create_tool, registry::list_tools,
         registry::get_tool, registry::patch_tool, registry::transition_tool,

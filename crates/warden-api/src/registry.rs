@@ -175,6 +175,12 @@ impl Who {
         self.require(can_write(self.role), what)?;
         self.whole_tenant(what)
     }
+
+    /// Whether the caller may change the registry (checked before slow work such as
+    /// connecting to a server).
+    pub fn require_write(&self, what: &str) -> Result<()> {
+        self.write(what)
+    }
 }
 
 /// What a change is about.

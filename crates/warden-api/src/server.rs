@@ -99,6 +99,10 @@ fn registry_routes() -> Router<AppState> {
             get(registry::get_server).patch(registry::patch_server),
         )
         .route(
+            &format!("{R}/servers/{{name}}/discover"),
+            post(crate::routes::discovery::discover_server),
+        )
+        .route(
             &format!("{R}/servers/{{name}}/transitions"),
             post(registry::transition_server),
         )
@@ -233,6 +237,7 @@ pub async fn build_state(
     let governor = Arc::new(crate::gateway::ServerGovernor::new(&state));
     let gateway = warden_gateway::Gateway::start(gateway_config, governor);
     let _ = state.gateway.set(gateway);
+    crate::gateway::spawn_registry_sync(&state);
     Ok(state)
 }
 

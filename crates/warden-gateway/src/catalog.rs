@@ -13,6 +13,8 @@ use std::sync::{Arc, RwLock};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
+use warden_core::TenantId;
+
 use crate::config::NAME_SEPARATOR;
 use crate::jsonrpc::{RpcError, code};
 use crate::upstream::{Upstream, UpstreamConfig, UpstreamError};
@@ -74,6 +76,9 @@ pub type Digests = Arc<HashMap<String, String>>;
 
 pub struct Server {
     pub config: UpstreamConfig,
+    /// `None`: a server of the configuration file, shared by every tenant. `Some`: a
+    /// server from that tenant's registry, which only its agents see.
+    pub tenant: Option<TenantId>,
     pub upstream: Arc<dyn Upstream>,
     cache: Mutex<HashMap<Listing, Arc<Vec<Value>>>>,
     /// Pin digests of the tools of one tools listing, computed once per listing: every call
@@ -85,6 +90,19 @@ pub struct Server {
 impl Server {
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    /// Unique among all servers: the name, prefixed by the tenant for a tenant's own.
+    pub fn key(&self) -> String {
+        match &self.tenant {
+            None => self.config.name.clone(),
+            Some(t) => format!("{t}/{}", self.config.name),
+        }
+    }
+
+    /// Whether an agent of `tenant` sees the server.
+    pub fn visible_to(&self, tenant: &TenantId) -> bool {
+        self.tenant.as_ref().is_none_or(|t| t == tenant)
     }
 
     /// Whether the server announced the capability for a listing (assumed when it has not
@@ -221,22 +239,52 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    pub fn add(&self, config: UpstreamConfig, upstream: Arc<dyn Upstream>) -> Arc<Server> {
+    /// Adds (or replaces) a server; `tenant` as in [`Server::tenant`].
+    pub fn add(
+        &self,
+        tenant: Option<TenantId>,
+        config: UpstreamConfig,
+        upstream: Arc<dyn Upstream>,
+    ) -> Arc<Server> {
         let server = Arc::new(Server {
             config,
+            tenant,
             upstream,
             cache: Mutex::new(HashMap::new()),
             digests: std::sync::Mutex::new(None),
         });
         let mut servers = self.servers.write().unwrap_or_else(|e| e.into_inner());
-        servers.retain(|s| s.name() != server.name());
+        let key = server.key();
+        servers.retain(|s| s.key() != key);
         servers.push(server.clone());
-        servers.sort_by(|a, b| a.name().cmp(b.name()));
+        servers.sort_by_key(|s| s.key());
         server
     }
 
-    pub fn get(&self, name: &str) -> Option<Arc<Server>> {
-        self.all().into_iter().find(|s| s.name() == name)
+    /// Takes a server out (its connection is the caller's to shut down).
+    pub fn remove(&self, key: &str) -> Option<Arc<Server>> {
+        let mut servers = self.servers.write().unwrap_or_else(|e| e.into_inner());
+        let at = servers.iter().position(|s| s.key() == key)?;
+        Some(servers.remove(at))
+    }
+
+    /// A server by its key ([`Server::key`]).
+    pub fn by_key(&self, key: &str) -> Option<Arc<Server>> {
+        self.all().into_iter().find(|s| s.key() == key)
+    }
+
+    /// The server an agent of `tenant` knows by `name`: the configuration file's, else the
+    /// tenant's own.
+    pub fn get(&self, tenant: &TenantId, name: &str) -> Option<Arc<Server>> {
+        let all = self.all();
+        let mut named = all
+            .into_iter()
+            .filter(|s| s.name() == name && s.visible_to(tenant));
+        let first = named.next()?;
+        Some(match first.tenant {
+            None => first,
+            Some(_) => named.find(|s| s.tenant.is_none()).unwrap_or(first),
+        })
     }
 
     pub fn all(&self) -> Vec<Arc<Server>> {
@@ -246,28 +294,47 @@ impl Catalog {
             .clone()
     }
 
-    /// The servers a session sees: all of them, or the one it is confined to.
-    pub fn in_scope(&self, scope: Option<&str>) -> Vec<Arc<Server>> {
+    /// The servers a session of `tenant` sees: all those visible to it, or the one it is
+    /// confined to. A tenant's own server never shadows a configured one of the same name.
+    pub fn in_scope(&self, tenant: &TenantId, scope: Option<&str>) -> Vec<Arc<Server>> {
         match scope {
-            Some(name) => self.get(name).into_iter().collect(),
-            None => self.all(),
+            Some(name) => self.get(tenant, name).into_iter().collect(),
+            None => {
+                let all = self.all();
+                let shared: std::collections::HashSet<String> = all
+                    .iter()
+                    .filter(|s| s.tenant.is_none())
+                    .map(|s| s.name().to_owned())
+                    .collect();
+                all.into_iter()
+                    .filter(|s| {
+                        s.tenant.is_none() || (s.visible_to(tenant) && !shared.contains(s.name()))
+                    })
+                    .collect()
+            }
         }
     }
 
     /// Splits an agent-facing name into server and upstream name.
-    pub fn resolve(&self, scope: Option<&str>, exposed: &str) -> Option<(Arc<Server>, String)> {
+    pub fn resolve(
+        &self,
+        tenant: &TenantId,
+        scope: Option<&str>,
+        exposed: &str,
+    ) -> Option<(Arc<Server>, String)> {
         match scope {
-            Some(name) => Some((self.get(name)?, exposed.to_owned())),
+            Some(name) => Some((self.get(tenant, name)?, exposed.to_owned())),
             None => {
                 let (server, name) = exposed.split_once(NAME_SEPARATOR)?;
                 if name.is_empty() {
                     return None;
                 }
-                Some((self.get(server)?, name.to_owned()))
+                Some((self.get(tenant, server)?, name.to_owned()))
             }
         }
     }
 
+    /// Remembers which server (by key) listed which resource URIs.
     pub fn note_resources(&self, server: &str, uris: impl Iterator<Item = String>) {
         let mut owners = self
             .resource_owners
@@ -280,8 +347,13 @@ impl Catalog {
 
     /// The server that owns a resource URI: the one that listed it, or one whose resource
     /// template's fixed prefix it starts with, or the only server in scope.
-    pub async fn resource_owner(&self, scope: Option<&str>, uri: &str) -> Option<Arc<Server>> {
-        let servers = self.in_scope(scope);
+    pub async fn resource_owner(
+        &self,
+        tenant: &TenantId,
+        scope: Option<&str>,
+        uri: &str,
+    ) -> Option<Arc<Server>> {
+        let servers = self.in_scope(tenant, scope);
         if servers.len() == 1 {
             return servers.into_iter().next();
         }
@@ -291,8 +363,8 @@ impl Catalog {
             .unwrap_or_else(|e| e.into_inner())
             .get(uri)
             .cloned();
-        if let Some(name) = listed {
-            return servers.into_iter().find(|s| s.name() == name);
+        if let Some(key) = listed {
+            return servers.into_iter().find(|s| s.key() == key);
         }
         for s in &servers {
             if let Ok(templates) = s.list(Listing::ResourceTemplates).await {
@@ -310,7 +382,7 @@ impl Catalog {
                 let uris = resources
                     .iter()
                     .filter_map(|r| r.get("uri").and_then(Value::as_str).map(str::to_owned));
-                self.note_resources(s.name(), uris);
+                self.note_resources(&s.key(), uris);
                 if resources
                     .iter()
                     .any(|r| r.get("uri").and_then(Value::as_str) == Some(uri))

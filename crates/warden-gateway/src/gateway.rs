@@ -82,13 +82,22 @@ impl Gateway {
         gw
     }
 
-    /// Adds (or replaces) an upstream server.
+    /// Adds (or replaces) an upstream server shared by every tenant.
     pub fn add_upstream(self: &Arc<Self>, config: UpstreamConfig) -> Arc<Server> {
+        self.add_server(None, config)
+    }
+
+    /// Adds (or replaces) an upstream; `tenant` as in [`Server::tenant`].
+    pub fn add_server(
+        self: &Arc<Self>,
+        tenant: Option<warden_core::TenantId>,
+        config: UpstreamConfig,
+    ) -> Arc<Server> {
         let upstream = upstream::connect(&config);
-        let server = self.catalog.add(config, upstream);
+        let server = self.catalog.add(tenant, config, upstream);
         let mut notes = server.upstream.subscribe();
         let weak = Arc::downgrade(self);
-        let name = server.name().to_owned();
+        let name = server.key();
         let task = tokio::spawn(async move {
             loop {
                 let n = match notes.recv().await {
@@ -105,6 +114,61 @@ impl Gateway {
             .unwrap_or_else(|e| e.into_inner())
             .push(task);
         server
+    }
+
+    /// Brings the tenants' own upstreams in line with the registry: each registered server
+    /// with a transport whose state is `approved` or `deprecated` runs as an upstream that
+    /// only its tenant's agents see; the others are stopped. A configured upstream of the
+    /// same name takes precedence (the registry entry then describes that upstream).
+    pub async fn sync_registry(self: &Arc<Self>, snapshot: &warden_registry::RegistrySnapshot) {
+        use warden_registry::model::State;
+        let shared: std::collections::HashSet<String> = self
+            .catalog
+            .all()
+            .iter()
+            .filter(|s| s.tenant.is_none())
+            .map(|s| s.name().to_owned())
+            .collect();
+        let mut desired = std::collections::HashMap::new();
+        for tenant in snapshot.tenants() {
+            for server in snapshot.servers(tenant) {
+                let runs = matches!(server.state, State::Approved | State::Deprecated)
+                    && server.transport.is_some()
+                    && !shared.contains(&server.alias);
+                if !runs {
+                    continue;
+                }
+                match crate::discover::upstream_config(server, None) {
+                    Ok(config) => {
+                        desired.insert(
+                            format!("{tenant}/{}", server.alias),
+                            (tenant.clone(), config),
+                        );
+                    }
+                    Err(e) => {
+                        tracing::warn!(tenant = %tenant, server = server.name.as_str(), error = %e,
+                            "a registered server cannot be started")
+                    }
+                }
+            }
+        }
+        for s in self.catalog.all() {
+            if s.tenant.is_none() {
+                continue;
+            }
+            let key = s.key();
+            let keep = desired.get(&key).is_some_and(|(_, c)| *c == s.config);
+            if keep {
+                desired.remove(&key);
+            } else if let Some(old) = self.catalog.remove(&key) {
+                tracing::info!(server = %key, "registry upstream stopped");
+                old.upstream.shutdown().await;
+            }
+        }
+        for (key, (tenant, config)) in desired {
+            tracing::info!(server = %key, "registry upstream started");
+            self.add_server(Some(tenant), config);
+        }
     }
 
     pub fn upstream_health(&self) -> Vec<(String, Health)> {
@@ -148,7 +212,7 @@ impl Gateway {
         client: ClientInfo,
     ) -> Result<(Arc<Session>, Value), RpcError> {
         if let Some(name) = &scope
-            && self.catalog.get(name).is_none()
+            && self.catalog.get(&identity.tenant, name).is_none()
         {
             return Err(RpcError::new(
                 code::INVALID_PARAMS,
@@ -293,14 +357,17 @@ impl Gateway {
                 let uri = param_str(request, "uri")?;
                 let server = self
                     .catalog
-                    .resource_owner(session.scope.as_deref(), &uri)
+                    .resource_owner(&session.identity.tenant, session.scope.as_deref(), &uri)
                     .await
                     .ok_or_else(|| unknown_resource(&uri))?;
                 forward(&server, &request.method, request.params.clone(), None).await
             }
             "completion/complete" => self.complete(session, request).await,
             "logging/setLevel" => {
-                for s in self.catalog.in_scope(session.scope.as_deref()) {
+                for s in self
+                    .catalog
+                    .in_scope(&session.identity.tenant, session.scope.as_deref())
+                {
                     let offers = s
                         .upstream
                         .server_info()
@@ -337,7 +404,10 @@ impl Gateway {
                 }
             }
             "notifications/roots/list_changed" => {
-                for s in self.catalog.in_scope(session.scope.as_deref()) {
+                for s in self
+                    .catalog
+                    .in_scope(&session.identity.tenant, session.scope.as_deref())
+                {
                     let _ = s.upstream.notify(&n.method, n.params.clone()).await;
                 }
             }
@@ -354,19 +424,25 @@ impl Gateway {
     }
 
     async fn on_upstream_notification(&self, server: &str, n: Notification) {
+        let Some(s) = self.catalog.by_key(server) else {
+            return;
+        };
         let listing = [Listing::Tools, Listing::Prompts, Listing::Resources]
             .into_iter()
             .find(|l| l.changed_notification() == Some(n.method.as_str()));
         if let Some(listing) = listing {
-            if let Some(s) = self.catalog.get(server) {
-                s.invalidate(listing).await;
-            }
+            s.invalidate(listing).await;
         } else if n.method != "notifications/resources/updated" {
             tracing::debug!(server, method = %n.method, "upstream notification not relayed");
             return;
         }
         for session in self.sessions.all() {
-            if session.scope.as_deref().is_none_or(|s| s == server) {
+            let sees = self
+                .catalog
+                .in_scope(&session.identity.tenant, session.scope.as_deref())
+                .iter()
+                .any(|v| Arc::ptr_eq(v, &s));
+            if sees {
                 session.push(Message::Notification(n.clone()));
             }
         }
@@ -379,7 +455,7 @@ impl Gateway {
         request: &Request,
     ) -> Result<Value, RpcError> {
         let scope = session.scope.as_deref();
-        let servers = self.catalog.in_scope(scope);
+        let servers = self.catalog.in_scope(&session.identity.tenant, scope);
         let lists = futures::future::join_all(servers.iter().map(|s| s.list(Listing::Tools))).await;
         let mut visible = Vec::new();
         let mut hidden = Vec::new();
@@ -444,7 +520,7 @@ impl Gateway {
         listing: Listing,
     ) -> Result<Value, RpcError> {
         let scope = session.scope.as_deref();
-        let servers = self.catalog.in_scope(scope);
+        let servers = self.catalog.in_scope(&session.identity.tenant, scope);
         let lists = futures::future::join_all(servers.iter().map(|s| s.list(listing))).await;
         let mut items = Vec::new();
         for (server, list) in servers.iter().zip(lists) {
@@ -453,7 +529,7 @@ impl Gateway {
                 let uris = list
                     .iter()
                     .filter_map(|r| r.get("uri").and_then(Value::as_str).map(str::to_owned));
-                self.catalog.note_resources(server.name(), uris);
+                self.catalog.note_resources(&server.key(), uris);
             }
             for item in list.iter() {
                 let mut item = item.clone();
@@ -478,7 +554,7 @@ impl Gateway {
                 let name = r.get("name").and_then(Value::as_str).unwrap_or_default();
                 let (server, upstream_name) = self
                     .catalog
-                    .resolve(scope, name)
+                    .resolve(&session.identity.tenant, scope, name)
                     .ok_or_else(|| unknown_prompt(name))?;
                 params["ref"]["name"] = json!(upstream_name);
                 server
@@ -486,7 +562,7 @@ impl Gateway {
             Some("ref/resource") => {
                 let uri = r.get("uri").and_then(Value::as_str).unwrap_or_default();
                 self.catalog
-                    .resource_owner(scope, uri)
+                    .resource_owner(&session.identity.tenant, scope, uri)
                     .await
                     .ok_or_else(|| unknown_resource(uri))?
             }

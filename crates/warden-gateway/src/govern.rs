@@ -226,7 +226,8 @@ pub async fn call_tool(
         }
     };
     let scope = session.scope.as_deref();
-    let Some((server, tool_name)) = gw.catalog.resolve(scope, &name) else {
+    let Some((server, tool_name)) = gw.catalog.resolve(&session.identity.tenant, scope, &name)
+    else {
         let e = unknown_tool(&name);
         return refuse(gw, session, request, e, Some(&name)).await;
     };
@@ -443,7 +444,7 @@ pub async fn read_resource(
     let uri = param_str(request, "uri")?;
     let Some(server) = gw
         .catalog
-        .resource_owner(session.scope.as_deref(), &uri)
+        .resource_owner(&session.identity.tenant, session.scope.as_deref(), &uri)
         .await
     else {
         return refuse(gw, session, request, unknown_resource(&uri), None).await;
@@ -482,7 +483,10 @@ pub async fn get_prompt(
     out: Option<&mpsc::Sender<Message>>,
 ) -> Result<Value, RpcError> {
     let name = param_str(request, "name")?;
-    let Some((server, prompt)) = gw.catalog.resolve(session.scope.as_deref(), &name) else {
+    let Some((server, prompt)) =
+        gw.catalog
+            .resolve(&session.identity.tenant, session.scope.as_deref(), &name)
+    else {
         return refuse(gw, session, request, unknown_prompt(&name), None).await;
     };
     let resource = Resource {

@@ -14,6 +14,7 @@
 pub mod args;
 pub mod catalog;
 pub mod config;
+pub mod discover;
 pub mod events;
 pub mod gateway;
 pub mod govern;

@@ -234,6 +234,11 @@ impl RegistrySnapshot {
         ))
     }
 
+    /// The tenants that have registered anything.
+    pub fn tenants(&self) -> impl Iterator<Item = &TenantId> {
+        self.tenants.keys()
+    }
+
     /// The tenant's servers, by name.
     pub fn servers(&self, tenant: &TenantId) -> impl Iterator<Item = &ToolServer> {
         self.tenants

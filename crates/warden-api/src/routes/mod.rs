@@ -3,6 +3,7 @@
 pub mod approvals;
 pub mod audit;
 pub mod authorize;
+pub mod discovery;
 pub mod events;
 pub mod health;
 pub mod policies;
