@@ -9,22 +9,21 @@ use std::time::Duration;
 use warden_core::{Error, Result, TenantId};
 use warden_registry::model::ServerName;
 
-use crate::registry::{DiscoveryInfo, DiscoveryReport, Who};
-use crate::state::Inner;
+use crate::registry::{DiscoveryInfo, DiscoveryReport, Registry, Who};
 
 /// How long discovery may take when the caller does not say.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
 
 pub async fn discover(
-    state: &Inner,
+    registry: &Registry,
     tenant: &TenantId,
     name: &ServerName,
     who: &Who,
     deadline: Duration,
 ) -> Result<DiscoveryReport> {
     who.require_write("discover servers")?;
-    let stored = state
-        .store
+    let stored = registry
+        .store()
         .get_server(tenant, name.as_str())
         .await?
         .ok_or_else(|| Error::not_found(format!("server {} not found", name.as_str())))?;
@@ -34,8 +33,7 @@ pub async fn discover(
     let found = match warden_gateway::discover::discover(config, deadline).await {
         Ok(found) => found,
         Err(e) => {
-            state
-                .registry
+            registry
                 .record_discovery_failed(tenant, name, &e, who)
                 .await?;
             return Err(Error::unavailable(format!("discovery failed: {e}"), None));
@@ -54,8 +52,7 @@ pub async fn discover(
             "the server listed tools Warden cannot read: {}",
             problems.join("; ")
         );
-        state
-            .registry
+        registry
             .record_discovery_failed(tenant, name, &e, who)
             .await?;
         return Err(Error::unavailable(format!("discovery failed: {e}"), None));
@@ -64,8 +61,7 @@ pub async fn discover(
         server_info: found.info.as_ref().map(|i| i.server_info.clone()),
         protocol_version: found.info.map(|i| i.protocol_version),
     };
-    state
-        .registry
+    registry
         .record_discovery(tenant, name, &listed, info, who)
         .await
 }

@@ -68,6 +68,21 @@ pub enum RegistryCommand {
     Unblock(TransitionArgs),
     /// Send an approved or deprecated server or tool back to pending_review.
     Review(TransitionArgs),
+    /// Connect to a registered server, run initialize and tools/list, and record its tools
+    /// (new ones in pending_review, with proposed categories).
+    Discover {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The server's name (io.github.acme/deploy).
+        name: String,
+        #[arg(long)]
+        tenant: String,
+        /// Seconds to wait for the server to list its tools.
+        #[arg(long, default_value_t = 30.0)]
+        timeout: f64,
+        #[command(flatten)]
+        by: ByArgs,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -146,6 +161,45 @@ pub async fn run(cmd: RegistryCommand) -> anyhow::Result<ExitCode> {
         RegistryCommand::Block(a) => transition(a, Verb::Block).await,
         RegistryCommand::Unblock(a) => transition(a, Verb::Unblock).await,
         RegistryCommand::Review(a) => transition(a, Verb::Review).await,
+        RegistryCommand::Discover {
+            store,
+            name,
+            tenant,
+            timeout,
+            by,
+        } => {
+            let tenant = TenantId::parse(&tenant)?;
+            let name = ServerName::parse(&name).map_err(anyhow::Error::msg)?;
+            if !(timeout > 0.0 && timeout <= 300.0) {
+                anyhow::bail!("--timeout must be more than 0 and at most 300 seconds");
+            }
+            let who = Who::cli(&by.name()?);
+            let registry = Registry::load(store.open_existing().await?).await?;
+            let report = warden_api::discovery::discover(
+                &registry,
+                &tenant,
+                &name,
+                &who,
+                std::time::Duration::from_secs_f64(timeout),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!(
+                "server {name}: {} new tool(s) in pending_review{}{}",
+                report.new.len(),
+                if report.new.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", report.new.join(", "))
+                },
+                if report.changed.is_empty() {
+                    String::new()
+                } else {
+                    format!("; changed since approval: {}", report.changed.join(", "))
+                },
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -387,3 +387,62 @@ async fn import_approve_and_list_from_the_cli_next_to_a_running_server() {
     assert!(history.iter().all(|h| h.event_id.is_some()));
     assert_eq!(history[0].by, "cli:root");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discover_says_why_a_server_cannot_be_discovered_and_writes_no_tools() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    // A Streamable HTTP server at an address where nothing listens.
+    let doc = tmp.path().join("server.json");
+    std::fs::write(
+        &doc,
+        json!({
+            "$schema": "https://static.modelcontextprotocol.io/schemas/2025-12-11/server.schema.json",
+            "name": "io.github.acme/nowhere", "description": "Nobody home.", "version": "1.0.0",
+            "remotes": [{"type": "streamable-http", "url": "http://127.0.0.1:9/mcp"}]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    for file in [path_str(&doc).to_owned(), fixture("remote-sse-legacy.json")] {
+        let out = registry(
+            &data,
+            &["import", &file, "--tenant", "acme", "--by", "alice"],
+        )
+        .await;
+        assert!(out.success(), "{}", out.text());
+    }
+    let out = registry(
+        &data,
+        &[
+            "discover",
+            "io.github.acme/nowhere",
+            "--tenant",
+            "acme",
+            "--timeout",
+            "3",
+            "--by",
+            "alice",
+        ],
+    )
+    .await;
+    assert!(!out.success(), "{}", out.text());
+    assert!(out.stderr.contains("discovery failed"), "{}", out.text());
+
+    let legacy: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("remote-sse-legacy.json")).unwrap())
+            .unwrap();
+    let legacy = legacy["name"].as_str().unwrap();
+    let out = registry(
+        &data,
+        &["discover", legacy, "--tenant", "acme", "--by", "alice"],
+    )
+    .await;
+    assert!(!out.success(), "{}", out.text());
+    assert!(
+        out.stderr.contains("legacy HTTP+SSE transport"),
+        "{}",
+        out.text()
+    );
+    assert!(list_json(&data, "tools", &[]).await.is_empty());
+}

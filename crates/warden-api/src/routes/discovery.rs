@@ -58,6 +58,7 @@ pub async fn discover_server(
         }
     };
     let who = Who::token(&caller.token);
-    let report = discovery::discover(&state, &caller.token.tenant, &name, &who, deadline).await?;
+    let report =
+        discovery::discover(&state.registry, &caller.token.tenant, &name, &who, deadline).await?;
     Ok(Json(report))
 }
