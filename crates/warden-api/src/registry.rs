@@ -22,12 +22,14 @@
 //! digests and nothing else.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Value, json};
+use tokio::sync::MutexGuard;
 use uuid::Uuid;
 use warden_audit::redact::{detect_secret_shape, is_secret_key};
 use warden_core::{
@@ -717,8 +719,11 @@ pub struct Registry {
     observed: Mutex<ObservedDigests>,
     /// Changes through this process, one at a time.
     changing: tokio::sync::Mutex<()>,
-    /// Reloads, one at a time, so an older view never replaces a newer one.
-    loading: tokio::sync::Mutex<()>,
+    /// Reloads, one at a time, so an older view never replaces a newer one. Holds how many
+    /// of this process's changes the current snapshot includes.
+    loading: tokio::sync::Mutex<u64>,
+    /// How many changes this process has committed.
+    applied: AtomicU64,
 }
 
 impl Registry {
@@ -730,7 +735,8 @@ impl Registry {
             stamp: Mutex::new(None),
             observed: Mutex::new(HashMap::new()),
             changing: tokio::sync::Mutex::new(()),
-            loading: tokio::sync::Mutex::new(()),
+            loading: tokio::sync::Mutex::new(0),
+            applied: AtomicU64::new(0),
         };
         registry.reload().await?;
         Ok(registry)
@@ -747,7 +753,29 @@ impl Registry {
 
     /// Rebuilds the snapshot from the store and swaps it in.
     pub async fn reload(&self) -> Result<()> {
-        let _one_at_a_time = self.loading.lock().await;
+        let mut loaded = self.loading.lock().await;
+        let upto = self.applied.load(Ordering::SeqCst);
+        self.reload_locked().await?;
+        *loaded = upto;
+        Ok(())
+    }
+
+    /// Brings the snapshot up to `change` (this process's n-th committed change). Changes
+    /// committed while a rebuild runs share the next one, so a burst of changes (the first
+    /// listing of many servers) costs a few rebuilds rather than one each.
+    async fn catch_up(&self, change: u64) -> Result<()> {
+        let mut loaded = self.loading.lock().await;
+        if *loaded >= change {
+            return Ok(());
+        }
+        // Every change counted here committed before the store is read below.
+        let upto = self.applied.load(Ordering::SeqCst);
+        self.reload_locked().await?;
+        *loaded = upto;
+        Ok(())
+    }
+
+    async fn reload_locked(&self) -> Result<()> {
         // The stamp is read first: a change committed meanwhile makes the next refresh load
         // again rather than be missed.
         let stamp = self.store.registry_stamp().await?;
@@ -791,12 +819,15 @@ impl Registry {
         Ok(true)
     }
 
-    /// Applies a change and brings the snapshot up to date. The change is durable (with its
-    /// events) when this returns `Ok`, even if the snapshot could not be rebuilt; then it is
-    /// rebuilt by the next refresh.
-    async fn apply(&self, plan: Plan) -> Result<()> {
+    /// Applies a change, lets the next change through, and brings the snapshot up to date
+    /// (it includes the change when this returns). The change is durable (with its events)
+    /// when this returns `Ok`, even if the snapshot could not be rebuilt; then the next
+    /// refresh rebuilds it.
+    async fn apply(&self, plan: Plan, one_at_a_time: MutexGuard<'_, ()>) -> Result<()> {
         self.store.registry_apply(&plan.into_change()).await?;
-        if let Err(e) = self.reload().await {
+        let change = self.applied.fetch_add(1, Ordering::SeqCst) + 1;
+        drop(one_at_a_time);
+        if let Err(e) = self.catch_up(change).await {
             tracing::error!(error = %e, "registry changed but its snapshot could not be rebuilt; \
                 the next refresh retries");
         }
@@ -938,7 +969,7 @@ impl Registry {
         via: Value,
         who: &Who,
     ) -> Result<StoredServer> {
-        let _one_at_a_time = self.changing.lock().await;
+        let one_at_a_time = self.changing.lock().await;
         let subject = Subject::Server(server.name.clone());
         let mut plan = Plan::new(tenant);
         let mut payload = json!({ "server": server_summary(&server) });
@@ -967,7 +998,7 @@ impl Registry {
         plan.record(e, vec![row]);
         plan.writes
             .push(RegistryWrite::InsertServer(server.clone()));
-        self.apply(plan).await?;
+        self.apply(plan, one_at_a_time).await?;
         Ok(StoredServer { server, version: 1 })
     }
 
@@ -981,7 +1012,7 @@ impl Registry {
         who: &Who,
     ) -> Result<StoredServer> {
         who.write("update servers")?;
-        let _one_at_a_time = self.changing.lock().await;
+        let one_at_a_time = self.changing.lock().await;
         let current = self.server_record(tenant, name).await?;
         let mut s = current.server.clone();
         if let Some(a) = patch.alias {
@@ -1047,7 +1078,7 @@ impl Registry {
             server: s.clone(),
             expected_version: current.version,
         });
-        self.apply(plan).await?;
+        self.apply(plan, one_at_a_time).await?;
         Ok(StoredServer {
             server: s,
             version: current.version + 1,
@@ -1068,7 +1099,7 @@ impl Registry {
     ) -> Result<ServerTransition> {
         let subject = Subject::Server(name.clone());
         who.whole_tenant("a change of state")?;
-        let _one_at_a_time = self.changing.lock().await;
+        let one_at_a_time = self.changing.lock().await;
         let current = self.server_record(tenant, name).await?;
         let from = current.server.state;
         lifecycle::check(from, to, who.role, reason).map_err(|e| transition_error(&subject, e))?;
@@ -1151,7 +1182,7 @@ impl Registry {
                 tools.push(approved);
             }
         }
-        self.apply(plan).await?;
+        self.apply(plan, one_at_a_time).await?;
         Ok(ServerTransition {
             server: StoredServer {
                 server,
@@ -1174,12 +1205,12 @@ impl Registry {
         who: &Who,
     ) -> Result<StoredTool> {
         who.write("register tools")?;
-        let _one_at_a_time = self.changing.lock().await;
+        let one_at_a_time = self.changing.lock().await;
         let srv = self.server_record(tenant, server).await?;
         let at = now();
         let mut plan = Plan::new(tenant);
         let tool = plan_new_tool(&mut plan, tenant, &srv.server, &definition, who, "api", at);
-        self.apply(plan).await?;
+        self.apply(plan, one_at_a_time).await?;
         Ok(StoredTool {
             tool,
             observed_sha256: Some(pin::digest(&definition)),
@@ -1200,7 +1231,7 @@ impl Registry {
         who: &Who,
     ) -> Result<StoredTool> {
         who.write("update tools")?;
-        let _one_at_a_time = self.changing.lock().await;
+        let one_at_a_time = self.changing.lock().await;
         let current = self.tool_record(tenant, server, name).await?;
         let mut t = current.tool.clone();
         let decided = patch.risk.is_some() || patch.categories.is_some();
@@ -1275,7 +1306,7 @@ impl Registry {
             ..current.clone()
         };
         plan.writes.push(Record::Tool(updated.clone()).write());
-        self.apply(plan).await?;
+        self.apply(plan, one_at_a_time).await?;
         Ok(match Record::Tool(updated).applied(at) {
             Record::Tool(t) => t,
             _ => unreachable!("a tool stays a tool"),
@@ -1296,7 +1327,7 @@ impl Registry {
     ) -> Result<StoredTool> {
         let subject = Subject::Tool(server.clone(), name.to_owned());
         who.whole_tenant("a change of state")?;
-        let _one_at_a_time = self.changing.lock().await;
+        let one_at_a_time = self.changing.lock().await;
         let current = self.tool_record(tenant, server, name).await?;
         lifecycle::check(current.tool.state, to, who.role, reason)
             .map_err(|e| transition_error(&subject, e))?;
@@ -1304,7 +1335,7 @@ impl Registry {
         let at = now();
         let mut plan = Plan::new(tenant);
         let updated = plan_tool_transition(&mut plan, tenant, current, to, &reason, who, at, None)?;
-        self.apply(plan).await?;
+        self.apply(plan, one_at_a_time).await?;
         Ok(updated)
     }
 
@@ -1321,7 +1352,7 @@ impl Registry {
         let owner = new.owner.or_else(|| who.owner.clone()).ok_or_else(|| {
             Error::invalid("an agent needs an owner: give `owner` (a user id or team:<name>)")
         })?;
-        let _one_at_a_time = self.changing.lock().await;
+        let one_at_a_time = self.changing.lock().await;
         let at = now();
         let agent = Agent {
             name: new.name,
@@ -1359,7 +1390,7 @@ impl Registry {
         );
         plan.record(e, vec![row]);
         plan.writes.push(RegistryWrite::InsertAgent(agent.clone()));
-        self.apply(plan).await?;
+        self.apply(plan, one_at_a_time).await?;
         Ok(StoredAgent { agent, version: 1 })
     }
 
@@ -1371,7 +1402,7 @@ impl Registry {
         who: &Who,
     ) -> Result<StoredAgent> {
         who.write("update agents")?;
-        let _one_at_a_time = self.changing.lock().await;
+        let one_at_a_time = self.changing.lock().await;
         let current = self.agent_record(tenant, name).await?;
         let mut a = current.agent.clone();
         if let Some(o) = patch.owner {
@@ -1419,7 +1450,7 @@ impl Registry {
             agent: a.clone(),
             expected_version: current.version,
         });
-        self.apply(plan).await?;
+        self.apply(plan, one_at_a_time).await?;
         Ok(StoredAgent {
             agent: a,
             version: current.version + 1,
@@ -1476,7 +1507,7 @@ impl Registry {
                 "this token is confined to namespace {scope}; {namespace} lies outside it"
             )));
         }
-        let _one_at_a_time = self.changing.lock().await;
+        let one_at_a_time = self.changing.lock().await;
         let mut record = match subject {
             Subject::Server(s) => Record::Server(self.server_record(tenant, s).await?),
             Subject::Tool(s, t) => Record::Tool(self.tool_record(tenant, s, t).await?),
@@ -1579,7 +1610,7 @@ impl Registry {
         );
         plan.record(e, vec![row]);
         plan.writes.push(record.write());
-        self.apply(plan).await?;
+        self.apply(plan, one_at_a_time).await?;
         Ok(record.applied(at))
     }
 
@@ -1705,7 +1736,7 @@ impl Registry {
         via: Via,
         discovery: Option<DiscoveryInfo>,
     ) -> Result<(Observed, Option<Uuid>)> {
-        let _one_at_a_time = self.changing.lock().await;
+        let one_at_a_time = self.changing.lock().await;
         let srv = self.server_record(tenant, server).await?;
         let tools = self.tools_of(tenant, server).await?;
         let at = now();
@@ -1741,7 +1772,7 @@ impl Registry {
             event_id = Some(plan.record(e, Vec::new()));
         }
         if !plan.writes.is_empty() || !plan.events.is_empty() {
-            self.apply(plan).await?;
+            self.apply(plan, one_at_a_time).await?;
         }
         Ok((observed, event_id))
     }

@@ -1488,3 +1488,34 @@ async fn changes_made_by_another_process_reach_the_snapshot() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_burst_of_changes_each_sees_itself_in_the_snapshot() {
+    let s = TestServer::start().await;
+    let registry = s.state().registry.clone();
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let registry = registry.clone();
+        tasks.push(tokio::spawn(async move {
+            let name = format!("agent-{i:02}");
+            registry
+                .register_agent(
+                    &acme(),
+                    serde_json::from_value(json!({"name": name, "owner": "team:ml"})).unwrap(),
+                    &Who::cli("alice"),
+                )
+                .await
+                .unwrap();
+            // When the change returns, the view the doors read already has it.
+            assert!(
+                registry.snapshot().agent(&acme(), &name).is_some(),
+                "{name} missing"
+            );
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(registry.snapshot().agents(&acme()).count(), 24);
+    s.stop().await;
+}
