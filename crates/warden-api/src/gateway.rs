@@ -162,34 +162,22 @@ impl Governor for ServerGovernor {
     }
 }
 
-/// How often the registry is checked for changes made elsewhere (the CLI, another node).
-const REGISTRY_POLL: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Keeps the gateway's registry upstreams in line with the registry: at start, after every
-/// change this server makes (the snapshot is replaced), and after changes made by others
-/// (the store's registry stamp moves).
+/// Keeps the gateway's registry upstreams in line with the registry: at start and after
+/// every change (the snapshot is replaced after this server's own changes, and by the
+/// server's refresher after changes made elsewhere — the CLI, another node).
 pub fn spawn_registry_sync(state: &Arc<Inner>) {
     let weak = Arc::downgrade(state);
     tokio::spawn(async move {
         let mut synced: Option<Arc<warden_registry::RegistrySnapshot>> = None;
-        let mut since_refresh = std::time::Duration::ZERO;
-        let tick = std::time::Duration::from_millis(200);
         loop {
             let Some(state) = weak.upgrade() else { return };
-            if since_refresh >= REGISTRY_POLL {
-                since_refresh = std::time::Duration::ZERO;
-                if let Err(e) = state.registry.refresh().await {
-                    tracing::warn!(error = %e, "the registry could not be reloaded");
-                }
-            }
             let snapshot = state.registry.snapshot();
             if synced.as_ref().is_none_or(|s| !Arc::ptr_eq(s, &snapshot)) {
                 state.gateway().sync_registry(&snapshot).await;
                 synced = Some(snapshot);
             }
             drop(state);
-            tokio::time::sleep(tick).await;
-            since_refresh += tick;
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
     });
 }

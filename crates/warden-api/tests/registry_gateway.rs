@@ -139,6 +139,38 @@ async fn python_calls(base: &str, token: &str, calls: &[&str]) -> Vec<Value> {
         .collect()
 }
 
+/// Adds a scope entry to the test server: `effect` is `enable` or `block`.
+async fn put_scope(server: &TestServer, admin: &str, namespace: &str, effect: &str, reason: &str) {
+    let (status, body) = send(
+        server,
+        reqwest::Method::PUT,
+        &format!("/api/v1/registry/servers/{SERVER_PATH}/scopes"),
+        admin,
+        Some((
+            "application/json",
+            json!({"namespace": namespace, "effect": effect, "reason": reason}),
+        )),
+    )
+    .await;
+    assert!(status.is_success(), "{body}");
+}
+
+/// Approves the test server and pins every tool waiting for review.
+async fn approve_with_tools(server: &TestServer, admin: &str) {
+    let (status, body) = send(
+        server,
+        reqwest::Method::POST,
+        &format!("/api/v1/registry/servers/{SERVER_PATH}/transitions"),
+        admin,
+        Some((
+            "application/json",
+            json!({"to": "approved", "reason": "reviewed", "include_tools": true}),
+        )),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
 fn state_of(tools: &[Value], name: &str) -> Option<String> {
     tools
         .iter()
@@ -174,18 +206,7 @@ async fn a_changed_tool_is_hidden_refused_recorded_and_usable_again_after_review
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let (status, body) = send(
-        &server,
-        reqwest::Method::PUT,
-        &format!("/api/v1/registry/servers/{SERVER_PATH}/scopes"),
-        &admin,
-        Some((
-            "application/json",
-            json!({"namespace": "acme", "effect": "enable", "reason": "for everyone"}),
-        )),
-    )
-    .await;
-    assert!(status.is_success(), "{body}");
+    put_scope(&server, &admin, "acme", "enable", "for everyone").await;
 
     let token = server
         .agent_token("acme", "notes-bot", "alice", "acme/team")
@@ -220,18 +241,7 @@ async fn a_changed_tool_is_hidden_refused_recorded_and_usable_again_after_review
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, body) = send(
-        &server,
-        reqwest::Method::POST,
-        &format!("/api/v1/registry/servers/{SERVER_PATH}/transitions"),
-        &admin,
-        Some((
-            "application/json",
-            json!({"to": "approved", "reason": "reviewed", "include_tools": true}),
-        )),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    approve_with_tools(&server, &admin).await;
 
     // Approved: listed and callable where policies allow; the delete tool's category (a
     // registry fact) makes the policies forbid it, so it is not listed either.
@@ -359,18 +369,7 @@ async fn a_changed_tool_is_hidden_refused_recorded_and_usable_again_after_review
     );
 
     // Blocked below acme for one team: refused there whatever the policies say.
-    let (status, body) = send(
-        &server,
-        reqwest::Method::PUT,
-        &format!("/api/v1/registry/servers/{SERVER_PATH}/scopes"),
-        &admin,
-        Some((
-            "application/json",
-            json!({"namespace": "acme/team", "effect": "block", "reason": "incident 42"}),
-        )),
-    )
-    .await;
-    assert!(status.is_success(), "{body}");
+    put_scope(&server, &admin, "acme/team", "block", "incident 42").await;
     let blocked = mcp
         .tool(63, "mutable__read_notes", json!({"text": "x"}))
         .await;
@@ -503,30 +502,8 @@ async fn discovery_fills_the_inventory_and_approved_servers_run_for_their_tenant
     );
 
     // Approved and enabled for acme: the gateway starts it, for acme's agents only.
-    let (status, body) = send(
-        &server,
-        reqwest::Method::PUT,
-        &format!("/api/v1/registry/servers/{SERVER_PATH}/scopes"),
-        &admin,
-        Some((
-            "application/json",
-            json!({"namespace": "acme", "effect": "enable", "reason": "for everyone"}),
-        )),
-    )
-    .await;
-    assert!(status.is_success(), "{body}");
-    let (status, body) = send(
-        &server,
-        reqwest::Method::POST,
-        &format!("/api/v1/registry/servers/{SERVER_PATH}/transitions"),
-        &admin,
-        Some((
-            "application/json",
-            json!({"to": "approved", "reason": "reviewed", "include_tools": true}),
-        )),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    put_scope(&server, &admin, "acme", "enable", "for everyone").await;
+    approve_with_tools(&server, &admin).await;
     let token = server
         .agent_token("acme", "notes-bot", "alice", "acme/team")
         .await;
@@ -567,5 +544,96 @@ async fn discovery_fills_the_inventory_and_approved_servers_run_for_their_tenant
         "another tenant cannot reach acme's server: {:?}",
         refused.messages
     );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_decision_api_sees_the_same_registry_facts() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir_all(policies.join("acme")).unwrap();
+    std::fs::write(policies.join("acme/mcp.cedar"), POLICIES).unwrap();
+    let server = TestServer::start_in(dir, move |c| c.policies = Some(policies)).await;
+    let admin = server.token("acme", Role::Admin, None, None, None).await;
+    let service = server.token("acme", Role::Service, None, None, None).await;
+    let (status, body) = send(
+        &server,
+        reqwest::Method::POST,
+        "/api/v1/registry/servers",
+        &admin,
+        Some((
+            "application/json",
+            json!({
+                "$schema": "https://static.modelcontextprotocol.io/schemas/2025-12-11/server.schema.json",
+                "name": SERVER, "description": "Notes.", "version": "1.0.0"
+            }),
+        )),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    for (name, description) in [
+        ("read_notes", "Reads notes."),
+        ("delete_notes", "Deletes a note."),
+    ] {
+        let (status, body) = send(
+            &server,
+            reqwest::Method::POST,
+            &format!("/api/v1/registry/servers/{SERVER_PATH}/tools"),
+            &admin,
+            Some((
+                "application/json",
+                json!({"name": name, "description": description, "inputSchema": {"type": "object"}}),
+            )),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let (status, body) = send(
+        &server,
+        reqwest::Method::PATCH,
+        &format!("/api/v1/registry/servers/{SERVER_PATH}/tools/delete_notes"),
+        &admin,
+        Some(("application/json", json!({"categories": ["delete"]}))),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    put_scope(&server, &admin, "acme", "enable", "for everyone").await;
+    approve_with_tools(&server, &admin).await;
+
+    let ask = |tool: &str, attributes: Value| {
+        json!({
+            "namespace": "acme/team",
+            "principal": {"type": "Agent", "id": "notes-bot"},
+            "action": "call_tool",
+            "resource": {"type": "Tool", "id": tool, "attributes": attributes},
+        })
+    };
+    // The server as parent and the approval state come from the registry …
+    let (status, d) = server
+        .post(
+            "/api/v1/authorize",
+            &service,
+            &ask(
+                "mutable__read_notes",
+                json!({"name": "read_notes", "server": "mutable"}),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{d}");
+    assert_eq!(d["decision"], "allow", "{d}");
+    // … and win over what the caller says: the confirmed delete category applies.
+    let (status, d) = server
+        .post(
+            "/api/v1/authorize",
+            &service,
+            &ask(
+                "mutable__delete_notes",
+                json!({"name": "delete_notes", "server": "mutable", "categories": ["read"]}),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{d}");
+    assert_eq!(d["decision"], "deny", "{d}");
+    assert_eq!(d["reasons"][0]["id"], "no-deletes", "{d}");
     server.stop().await;
 }

@@ -241,6 +241,18 @@ pub fn agent_principal(
         }
         _ => {}
     }
+    apply_agent_facts(&mut principal, attrs, &effective);
+    Ok(principal)
+}
+
+/// Adds an agent's registry facts to its policy principal: `owner` as a `User` (a `team:`
+/// owner makes the agent a member of that `Team`), the other attributes as they are, and its
+/// status in the namespace as `approval_state`.
+pub fn apply_agent_facts(
+    principal: &mut Resource,
+    attrs: Map<String, Value>,
+    effective: &Effective,
+) {
     for (k, v) in attrs {
         match (k.as_str(), &v) {
             ("owner", Value::String(o)) => match o.strip_prefix("team:") {
@@ -262,7 +274,28 @@ pub fn agent_principal(
     principal
         .attributes
         .insert("registered".into(), json!(true));
-    Ok(principal)
+}
+
+/// Adds a tool's registry facts (`tool` of the server with gateway alias `alias`) to its
+/// policy resource, for a door that has no listing to check against the pin (the decision
+/// API): the registry's attributes win over the caller's, and the server is a parent.
+pub fn apply_tool_facts(
+    snapshot: &RegistrySnapshot,
+    tenant: &TenantId,
+    namespace: &NamespacePath,
+    resource: &mut Resource,
+) {
+    let Some((alias, tool)) = resource.id.split_once(crate::config::NAME_SEPARATOR) else {
+        return;
+    };
+    if let Some(facts) = snapshot.tool_facts(tenant, alias, tool, namespace) {
+        let standing = Standing::Usable {
+            server: facts.server,
+            facts: facts.attributes,
+            warning: None,
+        };
+        enrich_tool(resource, &standing);
+    }
 }
 
 /// A definition the registry should hear about: a changed pinned tool, or a new tool.

@@ -169,7 +169,7 @@ pub fn resolve(
             (p, req.on_behalf_of, req.session)
         }
     };
-    let dreq = DecisionRequest {
+    let mut dreq = DecisionRequest {
         tenant: token.tenant.clone(),
         namespace,
         principal,
@@ -181,6 +181,24 @@ pub fn resolve(
         context: req.context,
         time: chrono::Utc::now(),
     };
+    // The registry's facts, as the gateway adds them: a registered tool's attributes and
+    // server, a registered agent's owner, models and status here. They win over what the
+    // caller sent: the registry is the source of truth about them.
+    let snapshot = state.registry.snapshot();
+    if dreq.resource.entity_type == "Tool" {
+        warden_gateway::registry::apply_tool_facts(
+            &snapshot,
+            &dreq.tenant,
+            &dreq.namespace,
+            &mut dreq.resource,
+        );
+    }
+    if dreq.principal.entity_type == "Agent"
+        && let Some((attrs, effective)) =
+            snapshot.agent_facts(&dreq.tenant, &dreq.principal.id, &dreq.namespace)
+    {
+        warden_gateway::registry::apply_agent_facts(&mut dreq.principal, attrs, &effective);
+    }
     state
         .policies
         .engine()
