@@ -462,7 +462,7 @@ impl Gateway {
         let mut unavailable = Vec::new();
         let snapshot = self.governor.registry();
         // An agent the registry blocks here sees no tools.
-        let principal = crate::govern::principal(session, snapshot.as_deref());
+        let (principal, agent_refused) = crate::govern::principal(session, snapshot.as_deref());
         for (server, list) in servers.iter().zip(lists) {
             let tools = match list {
                 Ok(t) => t,
@@ -477,16 +477,22 @@ impl Gateway {
                     continue;
                 };
                 let exposed = exposed_name(scope, server.name(), name);
-                let standing =
-                    crate::govern::standing(self, session, server, tool, snapshot.as_deref()).await;
-                let shown = match &principal {
-                    Ok(p) if standing.usable() => {
-                        let resource =
-                            crate::govern::registered_tool(server.name(), tool, &standing);
-                        crate::govern::may_list(self, session, p, resource)
-                    }
-                    _ => false,
-                };
+                let standing = crate::govern::standing(
+                    self,
+                    session,
+                    server,
+                    &tools,
+                    tool,
+                    snapshot.as_deref(),
+                );
+                let shown = agent_refused.is_none()
+                    && standing.usable()
+                    && crate::govern::may_list(
+                        self,
+                        session,
+                        &principal,
+                        crate::govern::registered_tool(server.name(), tool, &standing),
+                    );
                 if shown {
                     let mut t = tool.clone();
                     t["name"] = json!(exposed);

@@ -91,22 +91,47 @@ fn decide(gw: &Gateway, req: &DecisionRequest) -> Decision {
     d
 }
 
-/// The agent as the policies' principal, with what the registry knows about it; `Err` when
-/// the registry blocks the agent in the session's namespace.
+/// The agent as the policies' principal, with what the registry knows about it, and why the
+/// registry refuses the agent in the session's namespace, if it does (the principal is then
+/// the bare agent, for the record).
 pub fn principal(
     session: &Session,
     snapshot: Option<&RegistrySnapshot>,
-) -> Result<Resource, String> {
+) -> (Resource, Option<String>) {
     let id = &session.identity;
-    registry::agent_principal(snapshot, &id.tenant, &id.namespace, &id.agent)
+    match registry::agent_principal(snapshot, &id.tenant, &id.namespace, &id.agent) {
+        Ok(p) => (p, None),
+        Err(why) => {
+            let bare = Resource {
+                entity_type: "Agent".into(),
+                id: id.agent.clone(),
+                ..Default::default()
+            };
+            (bare, Some(why))
+        }
+    }
 }
 
-/// The registry's standing of a tool for this session. A changed or new definition is
-/// reported to the registry (once), with the server's whole listing.
-pub async fn standing(
+/// The decision for a request the registry has not refused; a registry refusal is a plain
+/// deny that no policy was asked about.
+fn decide_unless_refused(gw: &Gateway, req: &DecisionRequest, refused: bool) -> Decision {
+    if refused {
+        Decision {
+            errors: vec![],
+            ..Decision::deny_with_error("")
+        }
+    } else {
+        decide(gw, req)
+    }
+}
+
+/// The registry's standing of `tool`, one of the server's listed `tools`, for this session.
+/// A changed or new definition is reported to the registry (once), with the whole listing.
+pub fn standing(
     gw: &Gateway,
     session: &Session,
     server: &Server,
+    tools: &Arc<Vec<Value>>,
     tool: &Value,
     snapshot: Option<&RegistrySnapshot>,
 ) -> Standing {
@@ -116,9 +141,8 @@ pub async fn standing(
         let listed = Listed::with_digest(server.name(), tool, None);
         return registry::standing(None, gw.config.registry, &id.tenant, &id.namespace, &listed).0;
     };
-    let tools = server.list(Listing::Tools).await.unwrap_or_default();
     let name = tool.get("name").and_then(Value::as_str).unwrap_or_default();
-    let digest = match server.digests(&tools).get(name) {
+    let digest = match server.digests(tools).get(name) {
         Some(d) => Some(d.clone()),
         // A definition fetched outside the cached listing.
         None => Listed::new(server.name(), tool).digest,
@@ -133,7 +157,7 @@ pub async fn standing(
     );
     if let Some(o) = observation {
         gw.observer
-            .report(&gw.governor, o, || registry::definitions(&tools));
+            .report(&gw.governor, o, || registry::definitions(tools));
     }
     standing
 }
@@ -251,27 +275,25 @@ pub async fn call_tool(
     // The registry first: a tool it does not allow here (blocked, not approved, changed
     // since approval) or an agent it blocks is refused whatever the policies say.
     let snapshot = gw.governor.registry();
-    let standing = standing(gw, session, &server, &definition, snapshot.as_deref()).await;
-    let principal = principal(session, snapshot.as_deref());
-    let refusal = match (&principal, &standing) {
-        (Err(why), _) => Some(("agent_blocked", why.clone())),
-        (_, Standing::Refused { status, why }) => Some((*status, why.clone())),
+    // The listing the definition came from (cached): its pin digests are computed once.
+    let tools = server.list(Listing::Tools).await.unwrap_or_default();
+    let standing = standing(
+        gw,
+        session,
+        &server,
+        &tools,
+        &definition,
+        snapshot.as_deref(),
+    );
+    let (principal, agent_refused) = principal(session, snapshot.as_deref());
+    let refusal = match (agent_refused, &standing) {
+        (Some(why), _) => Some(("agent_blocked", why)),
+        (None, Standing::Refused { status, why }) => Some((*status, why.clone())),
         _ => None,
     };
-    let principal = principal.unwrap_or_else(|_| Resource {
-        entity_type: "Agent".into(),
-        id: session.identity.agent.clone(),
-        ..Default::default()
-    });
     let resource = registered_tool(server.name(), &definition, &standing);
     let dreq = decision_request(session, principal, "call_tool", resource, args.clone());
-    let d = match &refusal {
-        None => decide(gw, &dreq),
-        Some(_) => Decision {
-            errors: vec![],
-            ..Decision::deny_with_error("")
-        },
-    };
+    let d = decide_unless_refused(gw, &dreq, refusal.is_some());
     let redactor = gw.governor.redactor(session.identity.tenant.as_str());
     let mut mcp = events::mcp_attributes(session, "tools/call", Some(&request.id));
     mcp["gen_ai.tool.name"] = json!(name);
@@ -532,21 +554,9 @@ async fn governed_forward(
     let args = params.get("arguments").cloned().unwrap_or(json!({}));
     let args = if args.is_object() { args } else { json!({}) };
     let snapshot = gw.governor.registry();
-    let principal = principal(session, snapshot.as_deref());
-    let refusal = principal.as_ref().err().cloned();
-    let principal = principal.unwrap_or_else(|_| Resource {
-        entity_type: "Agent".into(),
-        id: session.identity.agent.clone(),
-        ..Default::default()
-    });
+    let (principal, refusal) = principal(session, snapshot.as_deref());
     let dreq = decision_request(session, principal, action, resource, args.clone());
-    let d = match &refusal {
-        None => decide(gw, &dreq),
-        Some(_) => Decision {
-            errors: vec![],
-            ..Decision::deny_with_error("")
-        },
-    };
+    let d = decide_unless_refused(gw, &dreq, refusal.is_some());
     let redactor = gw.governor.redactor(session.identity.tenant.as_str());
     let mut mcp = events::mcp_attributes(session, &request.method, Some(&request.id));
     mcp["warden.upstream"] = json!(server.name());

@@ -200,13 +200,15 @@ fn refusal_text(e: &Effective, tool: &str, server: &str, namespace: &NamespacePa
 /// server's registry name as a parent (`resource in ToolServer::"io.github.acme/deploy"`).
 pub fn enrich_tool(resource: &mut Resource, standing: &Standing) {
     if let Standing::Usable { server, facts, .. } = standing {
-        for (k, v) in facts {
-            resource.attributes.insert(k.clone(), v.clone());
-        }
-        let parent = EntityRef::new("ToolServer", server.as_str());
-        if !resource.parents.contains(&parent) {
-            resource.parents.push(parent);
-        }
+        add_tool_facts(resource, server, facts.clone());
+    }
+}
+
+fn add_tool_facts(resource: &mut Resource, server: &ServerName, facts: Map<String, Value>) {
+    resource.attributes.extend(facts);
+    let parent = EntityRef::new("ToolServer", server.as_str());
+    if !resource.parents.contains(&parent) {
+        resource.parents.push(parent);
     }
 }
 
@@ -289,12 +291,7 @@ pub fn apply_tool_facts(
         return;
     };
     if let Some(facts) = snapshot.tool_facts(tenant, alias, tool, namespace) {
-        let standing = Standing::Usable {
-            server: facts.server,
-            facts: facts.attributes,
-            warning: None,
-        };
-        enrich_tool(resource, &standing);
+        add_tool_facts(resource, &facts.server, facts.attributes);
     }
 }
 
