@@ -40,6 +40,10 @@ use warden_api::tokens::{TokenSpec, create_token};
 use warden_api::{Running, ServerConfig};
 use warden_core::{Actor, NamespacePath, Role, TenantId};
 
+/// The allocator the `warden` binary uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The README's three requests and the decision the example policies give each.
 const SHAPES: [(&str, &str); 3] = [
     (

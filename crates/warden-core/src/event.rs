@@ -172,6 +172,24 @@ impl AuditEvent {
 impl EventHeader {
     /// The bytes the Merkle leaf commits to.
     pub fn canonical_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1024);
+        crate::header_bytes::write(self, &mut out);
+        #[cfg(debug_assertions)]
+        {
+            let generic = self.canonical_bytes_generic();
+            assert!(
+                out == generic,
+                "the direct header writer disagrees with canonical JSON:\n{}\n{}",
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(&generic)
+            );
+        }
+        out
+    }
+
+    /// The definition of the canonical bytes: the header as JSON, made canonical.
+    /// [`EventHeader::canonical_bytes`] writes the same bytes directly.
+    pub fn canonical_bytes_generic(&self) -> Vec<u8> {
         canonical::to_vec(&serde_json::to_value(self).expect("header serializes"))
     }
 }
@@ -219,6 +237,91 @@ mod tests {
         assert_eq!(back.canonical_bytes(), bytes);
         let whole: AuditEvent = serde_json::from_value(serde_json::to_value(&e).unwrap()).unwrap();
         assert_eq!(whole, e);
+    }
+
+    /// The direct writer must produce the canonical JSON of the header for every shape: each
+    /// optional part absent and present, every obligation and warning kind, and strings that
+    /// JSON must escape. (Debug builds also compare the two on every header they write.)
+    #[test]
+    fn direct_header_bytes_equal_canonical_json() {
+        use crate::{EntityRef, Obligation, Outcome, PolicyRef, Warning};
+        let policy = |id: &str, reason: Option<&str>| PolicyRef {
+            id: id.into(),
+            namespace: "acme/ops".into(),
+            origin: "acme/ops/tools.cedar".into(),
+            line: 42,
+            reason: reason.map(Into::into),
+        };
+        let bare = AuditEvent::new(
+            "acme",
+            "acme",
+            "token.created",
+            "warden.cli",
+            Actor::default(),
+            Value::Null,
+        );
+        let mut full = AuditEvent::new(
+            "acme",
+            "acme/ops/\u{e9}t\u{e9}",
+            "authz.decision",
+            "warden.api",
+            Actor {
+                principal: Some(EntityRef::new("Agent", "bot \"quoted\"\n")),
+                agent: Some("bot".into()),
+                on_behalf_of: Some("alice".into()),
+                session: Some("tok_1".into()),
+                token_id: Some("tok_1".into()),
+                role: Some("agent".into()),
+            },
+            json!({"k": [1, 2.5, "\u{1F600}"]}),
+        );
+        full.header.action = Some("call_tool".into());
+        full.header.resource = Some(ResourceRef {
+            resource_type: "Tool".into(),
+            id: "gh__delete\\repo\t".into(),
+        });
+        full.header.decision = Some(DecisionSummary {
+            outcome: Outcome::ApprovalRequired,
+            policies: vec![policy("a", Some("why \u{7f} \u{1}")), policy("b", None)],
+            obligations: vec![
+                Obligation::Redact {
+                    path: "args.token".into(),
+                    policy: "a".into(),
+                },
+                Obligation::Approval {
+                    policies: vec!["a".into(), "b".into()],
+                },
+            ],
+            warnings: vec![Warning {
+                policy: policy("w", None),
+                would: Outcome::Deny,
+            }],
+            errors: vec!["boom".into()],
+        });
+        full.header.client = Some(ClientInfo {
+            address: Some("10.0.0.1".into()),
+            user_agent: None,
+        });
+        full.header.trace = Some(TraceContext {
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+            span_id: None,
+        });
+        let mut empty_decision = full.clone();
+        empty_decision.header.decision = Some(DecisionSummary {
+            outcome: Outcome::Allow,
+            policies: vec![],
+            obligations: vec![],
+            warnings: vec![],
+            errors: vec![],
+        });
+        for e in [bare, full, empty_decision] {
+            let mut direct = Vec::new();
+            crate::header_bytes::write(&e.header, &mut direct);
+            assert_eq!(
+                String::from_utf8(direct).unwrap(),
+                String::from_utf8(e.header.canonical_bytes_generic()).unwrap()
+            );
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod canonical;
 pub mod catalog;
 pub mod error;
 pub mod event;
+mod header_bytes;
 pub mod ids;
 pub mod metrics;
 pub mod role;

@@ -17,6 +17,10 @@ use warden_registry::model::*;
 use warden_registry::pin::{Pin, ToolDefinition};
 use warden_registry::{RegistrySnapshot, model::ServerName};
 
+/// The allocator the `warden` binary uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SERVERS: usize = 1000;
 const TOOLS: usize = 20;
 const TEAMS: usize = 100;

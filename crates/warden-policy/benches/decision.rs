@@ -12,6 +12,10 @@ use serde_json::{Map, json};
 use warden_core::{DecisionRequest, EntityRef, NamespacePath, Resource};
 use warden_policy::{Engine, PolicySource};
 
+/// The allocator the `warden` binary uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const TEAMS: usize = 100;
 
 const ROOT: &str = r#"

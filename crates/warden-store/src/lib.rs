@@ -147,9 +147,16 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<HistoryEntry>>;
 
     // --- audit trail --------------------------------------------------------------------
-    /// Appends a batch in one durable transaction, extending each tenant's Merkle log.
-    /// Events marked `dedupe` whose id is already recorded are skipped (`Duplicate`).
-    async fn append_events(&self, batch: &[NewEvent]) -> Result<Vec<Appended>>;
+    /// Appends a batch in one durable transaction, extending each tenant's Merkle log, in
+    /// batch order within each tenant. Events marked `dedupe` whose id is already recorded
+    /// (or appears earlier in the batch) are skipped (`Duplicate`).
+    async fn append_encoded(&self, batch: Vec<EncodedEvent>) -> Result<Vec<Appended>>;
+
+    /// [`Store::append_encoded`] for events not yet encoded.
+    async fn append_events(&self, batch: &[NewEvent]) -> Result<Vec<Appended>> {
+        self.append_encoded(batch.iter().map(EncodedEvent::from).collect())
+            .await
+    }
     async fn query_events(
         &self,
         tenant: &TenantId,

@@ -2,7 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use warden_audit::merkle::Hash;
+use warden_audit::index::IndexedColumns;
+use warden_audit::merkle::{Hash, leaf_hash};
 use warden_core::{ApprovalStatus, AuditEvent, Error, NamespacePath, Role, TenantId};
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -57,6 +58,45 @@ pub struct NewEvent {
     pub event: AuditEvent,
     /// Check the id against recorded events first (ingested events may be re-sent).
     pub dedupe: bool,
+}
+
+/// An event in the form every store writes: the canonical header (what the Merkle leaf
+/// commits to), the payload text, the leaf hash and the query columns. Encoding is pure CPU
+/// and independent of where the event lands in the log, so the audit pipeline does it on the
+/// caller's task — on every core at once — and its single writer does only database work.
+#[derive(Clone, Debug)]
+pub struct EncodedEvent {
+    pub tenant: String,
+    pub dedupe: bool,
+    pub columns: IndexedColumns,
+    pub header: String,
+    /// `None` for an event without payload (`null`).
+    pub payload: Option<String>,
+    pub leaf: Hash,
+}
+
+impl EncodedEvent {
+    pub fn of(event: &AuditEvent, dedupe: bool) -> EncodedEvent {
+        let header =
+            String::from_utf8(event.header.canonical_bytes()).expect("canonical JSON is UTF-8");
+        EncodedEvent {
+            tenant: event.header.tenant.clone(),
+            dedupe,
+            columns: IndexedColumns::of(&event.header),
+            leaf: leaf_hash(header.as_bytes()),
+            header,
+            payload: match &event.payload {
+                serde_json::Value::Null => None,
+                p => Some(serde_json::to_string(p).expect("payload serializes")),
+            },
+        }
+    }
+}
+
+impl From<&NewEvent> for EncodedEvent {
+    fn from(e: &NewEvent) -> EncodedEvent {
+        EncodedEvent::of(&e.event, e.dedupe)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

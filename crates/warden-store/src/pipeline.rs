@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use warden_core::metrics::{Counter, Histogram};
 use warden_core::{AuditEvent, Error, Result};
 
-use crate::{Appended, NewEvent, Store};
+use crate::{Appended, EncodedEvent, NewEvent, Store};
 
 #[derive(Clone, Copy, Debug)]
 pub struct PipelineConfig {
@@ -54,7 +54,7 @@ impl PipelineStats {
 }
 
 struct Job {
-    event: NewEvent,
+    event: EncodedEvent,
     ack: oneshot::Sender<Result<Appended>>,
 }
 
@@ -137,6 +137,9 @@ impl AuditPipeline {
         if events.is_empty() {
             return Ok(vec![]);
         }
+        // Encoded here, on the caller's task, so that many callers encode at once on all
+        // cores and the single writer spends its time on the database alone.
+        let events: Vec<EncodedEvent> = events.iter().map(EncodedEvent::from).collect();
         let permits = self
             .sender
             .try_reserve_many(events.len())
@@ -194,7 +197,7 @@ async fn write_loop(
     let mut jobs: Vec<Job> = Vec::with_capacity(max_batch);
     // The events move into the batch and the acknowledgements wait beside it: nothing is
     // copied on the way to the store.
-    let mut batch: Vec<NewEvent> = Vec::with_capacity(max_batch);
+    let mut batch: Vec<EncodedEvent> = Vec::with_capacity(max_batch);
     let mut acks: Vec<oneshot::Sender<Result<Appended>>> = Vec::with_capacity(max_batch);
     loop {
         // Once shutdown is asked for, finish what is queued, then stop.
@@ -227,7 +230,9 @@ async fn write_loop(
             acks.push(job.ack);
         }
         let started = Instant::now();
-        let result = store.append_events(&batch).await;
+        let result = store
+            .append_encoded(std::mem::replace(&mut batch, Vec::with_capacity(max_batch)))
+            .await;
         stats.append_latency().observe(started.elapsed());
         stats
             .queue_depth
@@ -256,7 +261,5 @@ async fn write_loop(
                 }
             }
         }
-        // Freed after the callers were answered, not before.
-        batch.clear();
     }
 }

@@ -1,9 +1,10 @@
 //! The embedded store: one SQLite file in WAL mode with `synchronous=FULL`, so a committed
 //! transaction is on disk before the commit returns — that is what "acknowledged" means.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,7 +15,7 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use uuid::Uuid;
 use warden_audit::index::IndexedColumns;
-use warden_audit::merkle::{CompactRange, Hash, NodeId, leaf_hash, node_hash};
+use warden_audit::merkle::{CompactRange, Hash, NodeId, node_hash};
 use warden_core::event::EventHeader;
 use warden_core::{
     Approval, ApprovalAnswer, ApprovalChannel, ApprovalStatus, AuditEvent, Error, NamespacePath,
@@ -41,6 +42,51 @@ pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The connection audit appends use, always the same one: SQLite drops a connection's page
+    /// cache whenever another connection has written, so a writer that took whichever pooled
+    /// connection was free would start every batch with a cold cache and read the indexes it
+    /// appends to back from the file.
+    appender: Arc<tokio::sync::Mutex<sqlx::SqliteConnection>>,
+    /// Stops the WAL checkpointer when the last handle goes.
+    _checkpointer: Arc<WalCheckpointer>,
+}
+
+/// How often the WAL is copied back into the database file.
+const WAL_CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// Copies the write-ahead log back into the database file on a connection of its own.
+///
+/// SQLite's automatic checkpoint runs inside the commit that crosses the threshold, on the
+/// committing connection — with the audit pipeline, on its single writer, which then spends
+/// much of its time reading the log back and writing database pages instead of appending.
+/// Here a passive checkpoint runs beside the writer (it never blocks it), on another core.
+struct WalCheckpointer(tokio::task::JoinHandle<()>);
+
+impl WalCheckpointer {
+    fn start(pool: SqlitePool) -> WalCheckpointer {
+        WalCheckpointer(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(WAL_CHECKPOINT_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if pool.is_closed() {
+                    break;
+                }
+                if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                    .execute(&pool)
+                    .await
+                {
+                    tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for WalCheckpointer {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl SqliteStore {
@@ -58,11 +104,21 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(busy_timeout)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Audit rows are 2–3 KB: with SQLite's default 4 KB pages most take a page of
+            // their own and every one costs a WAL frame write. 16 KB pages hold several rows
+            // each. (Only takes effect when the file is created.)
+            .page_size(16384)
+            // 16 MiB of page cache per connection instead of 2: the audit table's indexes
+            // stay in memory instead of being read back from the file on every append.
+            .pragma("cache_size", "-16384")
+            // Checkpoints run beside the writer (see `WalCheckpointer`). A process that opens
+            // the store briefly (the CLI) checkpoints when it closes the last connection.
+            .pragma("wal_autocheckpoint", "0");
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .min_connections(1)
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await
             .map_err(|e| {
                 Error::unavailable(
@@ -76,7 +132,18 @@ impl SqliteStore {
                 path.display()
             ))
         })?;
-        Ok(SqliteStore { pool })
+        let appender = sqlx::ConnectOptions::connect(&opts).await.map_err(|e| {
+            Error::unavailable(
+                format!("cannot open database {}: {e}", path.display()),
+                None,
+            )
+        })?;
+        let checkpointer = Arc::new(WalCheckpointer::start(pool.clone()));
+        Ok(SqliteStore {
+            pool,
+            appender: Arc::new(tokio::sync::Mutex::new(appender)),
+            _checkpointer: checkpointer,
+        })
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -221,33 +288,9 @@ pub(crate) fn event_from_row(r: &SqliteRow) -> Result<StoredEvent> {
 const EVENT_COLUMNS: &str = "seq, id, time_us, namespace, event_type, principal, agent, on_behalf_of, session, \
      action, resource_type, resource_id, outcome, header, payload, leaf_hash";
 
-/// An event as stored, minus its position in the log.
-pub(crate) struct Encoded {
-    columns: IndexedColumns,
-    header: String,
-    payload: Option<String>,
-    leaf: Hash,
-}
-
-impl Encoded {
-    pub(crate) fn of(event: &AuditEvent) -> Encoded {
-        let header =
-            String::from_utf8(event.header.canonical_bytes()).expect("canonical JSON is UTF-8");
-        Encoded {
-            columns: IndexedColumns::of(&event.header),
-            leaf: leaf_hash(header.as_bytes()),
-            header,
-            payload: match &event.payload {
-                serde_json::Value::Null => None,
-                p => Some(serde_json::to_string(p).expect("payload serializes")),
-            },
-        }
-    }
-}
-
-struct Row17 {
+struct LogRow {
     seq: i64,
-    event: Encoded,
+    event: EncodedEvent,
 }
 
 #[async_trait]
@@ -689,22 +732,17 @@ impl Store for SqliteStore {
         registry::history(self, tenant, filter).await
     }
 
-    async fn append_events(&self, batch: &[NewEvent]) -> Result<Vec<Appended>> {
+    async fn append_encoded(&self, batch: Vec<EncodedEvent>) -> Result<Vec<Appended>> {
         if batch.is_empty() {
             return Ok(vec![]);
         }
-        // Serialising and hashing happen before the write lock is taken: none of it depends on
-        // where the event lands in the log, and the lock is held only for the database work.
-        let encoded: Vec<Option<Encoded>> =
-            batch.iter().map(|e| Some(Encoded::of(&e.event))).collect();
         // IMMEDIATE takes the write lock before the head is read, so two writers (the server
         // and a CLI command) can never extend the same tree from the same head.
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
+        let mut conn = self.appender.lock().await;
+        let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE")
             .await
             .map_err(db_err)?;
-        let out = append_in(&mut tx, batch, encoded).await?;
+        let out = append_in(&mut tx, batch).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(out)
     }
@@ -898,44 +936,38 @@ impl Store for SqliteStore {
 /// of `batch`, encoded ahead of the lock.
 pub(crate) async fn append_in(
     tx: &mut sqlx::SqliteConnection,
-    batch: &[NewEvent],
-    mut encoded: Vec<Option<Encoded>>,
+    batch: Vec<EncodedEvent>,
 ) -> Result<Vec<Appended>> {
     // Group by tenant, keeping arrival order inside each tenant's log.
-    let mut order: Vec<&str> = Vec::new();
-    let mut groups: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (i, e) in batch.iter().enumerate() {
-        let t = e.event.header.tenant.as_str();
-        groups.entry(t).or_insert_with(|| {
-            order.push(t);
-            Vec::new()
-        });
-        groups.get_mut(t).expect("inserted").push(i);
-    }
     let mut out = vec![Appended::Duplicate; batch.len()];
-    for tenant in order {
-        let idxs = &groups[tenant];
-        let existing = existing_ids(&mut *tx, tenant, batch, idxs).await?;
+    let mut groups: Vec<(String, Vec<(usize, EncodedEvent)>)> = Vec::new();
+    for (i, e) in batch.into_iter().enumerate() {
+        match groups.iter_mut().find(|(t, _)| *t == e.tenant) {
+            Some((_, g)) => g.push((i, e)),
+            None => groups.push((e.tenant.clone(), vec![(i, e)])),
+        }
+    }
+    for (tenant, events) in groups {
+        let tenant = tenant.as_str();
+        let existing = existing_ids(&mut *tx, tenant, &events).await?;
         let head = read_head(&mut *tx, tenant).await?;
         let mut range = CompactRange::from_frontier(head.size, head.frontier)
             .map_err(|e| Error::internal(format!("merkle head of {tenant} is corrupt: {e:?}")))?;
         let mut seen: HashSet<uuid::Uuid> = HashSet::new();
-        let mut rows = Vec::with_capacity(idxs.len());
+        let mut rows = Vec::with_capacity(events.len());
         let mut nodes: Vec<(NodeId, Hash)> = Vec::new();
-        for &i in idxs {
-            let ev = &batch[i];
-            let id = ev.event.header.id;
-            if ev.dedupe && (existing.contains(&id.to_string()) || !seen.insert(id)) {
+        for (i, event) in events {
+            let id = event.columns.id;
+            if event.dedupe && (existing.contains(&id.to_string()) || !seen.insert(id)) {
                 continue;
             }
-            let event = encoded[i].take().expect("each event is stored once");
             let seq = range.size();
             for (node, h) in range.append(event.leaf) {
                 if node.level >= STORED_NODE_MIN_LEVEL {
                     nodes.push((node, h));
                 }
             }
-            rows.push(Row17 {
+            rows.push(LogRow {
                 seq: seq as i64,
                 event,
             });
@@ -949,11 +981,12 @@ pub(crate) async fn append_in(
             ));
             // The rows' strings move into the statement's arguments; none is copied.
             qb.push_values(rows.by_ref().take(INSERT_CHUNK), |mut b, r| {
-                let Encoded {
+                let EncodedEvent {
                     columns: c,
                     header,
                     payload,
                     leaf,
+                    ..
                 } = r.event;
                 b.push_bind(tenant)
                     .push_bind(r.seq)
@@ -1036,13 +1069,12 @@ async fn read_head(conn: &mut sqlx::SqliteConnection, tenant: &str) -> Result<Me
 async fn existing_ids(
     conn: &mut sqlx::SqliteConnection,
     tenant: &str,
-    batch: &[NewEvent],
-    idxs: &[usize],
+    events: &[(usize, EncodedEvent)],
 ) -> Result<HashSet<String>> {
-    let ids: Vec<String> = idxs
+    let ids: Vec<String> = events
         .iter()
-        .filter(|&&i| batch[i].dedupe)
-        .map(|&i| batch[i].event.header.id.to_string())
+        .filter(|(_, e)| e.dedupe)
+        .map(|(_, e)| e.columns.id.to_string())
         .collect();
     let mut found = HashSet::new();
     for chunk in ids.chunks(INSERT_CHUNK) {

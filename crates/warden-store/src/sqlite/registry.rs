@@ -12,8 +12,8 @@ use warden_core::{Error, Result, TenantId};
 use warden_registry::model::{State, Tool, ToolServer};
 use warden_registry::pin::digest;
 
-use super::{Encoded, SqliteStore, append_in, db_err, from_us, us};
-use crate::model::NewEvent;
+use super::{SqliteStore, append_in, db_err, from_us, us};
+use crate::model::EncodedEvent;
 use crate::registry::*;
 
 fn to_json<T: serde::Serialize>(v: &T) -> String {
@@ -121,15 +121,11 @@ pub(super) async fn apply(store: &SqliteStore, change: &RegistryChange) -> Resul
         )));
     }
     // Encoded before the write lock is taken, as the audit pipeline does.
-    let batch: Vec<NewEvent> = change
+    let encoded: Vec<EncodedEvent> = change
         .events
         .iter()
-        .map(|e| NewEvent {
-            event: e.clone(),
-            dedupe: false,
-        })
+        .map(|e| EncodedEvent::of(e, false))
         .collect();
-    let encoded = batch.iter().map(|e| Some(Encoded::of(&e.event))).collect();
     let now = us(Utc::now());
 
     // IMMEDIATE: the version checks below and the Merkle head read by the append cannot be
@@ -170,7 +166,7 @@ pub(super) async fn apply(store: &SqliteStore, change: &RegistryChange) -> Resul
         .await
         .map_err(db_err)?;
     }
-    append_in(&mut tx, &batch, encoded).await?;
+    append_in(&mut tx, encoded).await?;
     tx.commit().await.map_err(db_err)
 }
 
