@@ -204,14 +204,36 @@ fn normalize_key(key: &str) -> String {
 
 /// True for keys like `password`, `DB_PASSWORD`, `X-Api-Key`, `github_token`.
 pub fn is_secret_key(key: &str) -> bool {
+    // Every key of every payload passes here: normalise the usual (short, ASCII) ones on the
+    // stack; `normalize_key` lowercases the same way for them.
+    if key.is_ascii() && key.len() <= 128 {
+        let mut buf = [0u8; 128];
+        let mut n = 0;
+        for b in key.bytes().filter(|b| *b != b'_' && *b != b'-') {
+            buf[n] = b.to_ascii_lowercase();
+            n += 1;
+        }
+        let key = &buf[..n];
+        return NORMALIZED_SECRET_KEYS
+            .iter()
+            .any(|secret| key.ends_with(secret.as_bytes()));
+    }
     let key = normalize_key(key);
     NORMALIZED_SECRET_KEYS
         .iter()
         .any(|secret| key.ends_with(secret.as_str()))
 }
 
+/// The shortest text any of [`SHAPES`] can match: `a://:x@y`, a connection string with a
+/// one-character password. Every key and string of every payload is checked, and most are
+/// shorter than this; they skip the regex set.
+const SHORTEST_SHAPE: usize = 8;
+
 /// The name of the first value-shape detector that recognises `text` as a secret.
 pub fn detect_secret_shape(text: &str) -> Option<&'static str> {
+    if text.len() < SHORTEST_SHAPE {
+        return None;
+    }
     SHAPE_SET.matches(text).iter().next().map(|i| SHAPES[i].0)
 }
 
@@ -223,6 +245,19 @@ pub fn is_redacted(text: &str) -> bool {
             && h.bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
+}
+
+/// The dot path of the value being looked at, kept in one buffer for the whole walk.
+type Trail = String;
+
+/// Appends a segment to the path; returns the length to truncate back to.
+fn push(trail: &mut Trail, segment: &str) -> usize {
+    let mark = trail.len();
+    if !trail.is_empty() {
+        trail.push('.');
+    }
+    trail.push_str(segment);
+    mark
 }
 
 /// What [`Redactor::redact`] replaced.
@@ -289,7 +324,7 @@ impl Redactor {
     /// canonical form), then every remaining value the detectors recognise.
     pub fn redact(&self, value: &mut Value, paths: &[&str]) -> RedactionReport {
         let mut report = RedactionReport::default();
-        let mut trail = Vec::new();
+        let mut trail = String::new();
         for path in paths {
             let segments: Vec<&str> = path.split('.').filter(|s| !s.is_empty()).collect();
             if !segments.is_empty() {
@@ -304,7 +339,7 @@ impl Redactor {
         &self,
         value: &mut Value,
         segments: &[&str],
-        trail: &mut Vec<String>,
+        trail: &mut Trail,
         report: &mut RedactionReport,
     ) {
         let Some((segment, rest)) = segments.split_first() else {
@@ -312,7 +347,7 @@ impl Redactor {
             let skip = value.is_null() || value.as_str().is_some_and(is_redacted);
             if !skip {
                 *value = Value::String(self.hash_value(value));
-                report.paths.push(trail.join("."));
+                report.paths.push(trail.clone());
             }
             return;
         };
@@ -320,9 +355,9 @@ impl Redactor {
             Value::Object(map) => {
                 for (key, child) in map.iter_mut() {
                     if *segment == "*" || segment == key {
-                        trail.push(key.clone());
+                        let mark = push(trail, key);
                         self.redact_path(child, rest, trail, report);
-                        trail.pop();
+                        trail.truncate(mark);
                     }
                 }
             }
@@ -330,9 +365,9 @@ impl Redactor {
                 let wanted = segment.parse::<usize>().ok();
                 for (i, child) in items.iter_mut().enumerate() {
                     if *segment == "*" || wanted == Some(i) {
-                        trail.push(i.to_string());
+                        let mark = push(trail, &i.to_string());
                         self.redact_path(child, rest, trail, report);
-                        trail.pop();
+                        trail.truncate(mark);
                     }
                 }
             }
@@ -346,7 +381,7 @@ impl Redactor {
         &self,
         value: &mut Value,
         in_secret: bool,
-        trail: &mut Vec<String>,
+        trail: &mut Trail,
         report: &mut RedactionReport,
     ) {
         match value {
@@ -356,16 +391,16 @@ impl Redactor {
                 }
                 for (key, child) in map.iter_mut() {
                     let secret = in_secret || is_secret_key(key);
-                    trail.push(key.clone());
+                    let mark = push(trail, key);
                     self.scan(child, secret, trail, report);
-                    trail.pop();
+                    trail.truncate(mark);
                 }
             }
             Value::Array(items) => {
                 for (i, child) in items.iter_mut().enumerate() {
-                    trail.push(i.to_string());
+                    let mark = push(trail, &i.to_string());
                     self.scan(child, in_secret, trail, report);
-                    trail.pop();
+                    trail.truncate(mark);
                 }
             }
             Value::String(s) if is_redacted(s) => {}
@@ -377,13 +412,13 @@ impl Redactor {
                 };
                 if let Some(name) = detector {
                     *s = self.hash_str(s);
-                    report.paths.push(trail.join("."));
+                    report.paths.push(trail.clone());
                     report.detector(name);
                 }
             }
             Value::Number(_) if in_secret => {
                 *value = Value::String(self.hash_value(value));
-                report.paths.push(trail.join("."));
+                report.paths.push(trail.clone());
                 report.detector(KEY_NAME_DETECTOR);
             }
             _ => {}
@@ -394,7 +429,7 @@ impl Redactor {
     fn rename_secret_keys(
         &self,
         map: &mut Map<String, Value>,
-        trail: &mut Vec<String>,
+        trail: &mut Trail,
         report: &mut RedactionReport,
     ) {
         let old = std::mem::take(map);
@@ -402,9 +437,9 @@ impl Redactor {
             match detect_secret_shape(&key) {
                 Some(name) => {
                     let hashed = self.hash_str(&key);
-                    trail.push(hashed.clone());
-                    report.paths.push(trail.join("."));
-                    trail.pop();
+                    let mark = push(trail, &hashed);
+                    report.paths.push(trail.clone());
+                    trail.truncate(mark);
                     report.detector(name);
                     map.insert(hashed, child);
                 }
@@ -590,6 +625,8 @@ mod tests {
                 "redis://:canaryPW2@cache:6379".into(),
                 "connection_string_password",
             ),
+            // The shortest text any detector matches (`SHORTEST_SHAPE` bytes).
+            ("a://:x@y".into(), "connection_string_password"),
         ];
         for (secret, detector) in &cases {
             assert_eq!(detect_secret_shape(secret), Some(*detector), "{secret}");
