@@ -34,7 +34,17 @@ mod registry;
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// Rows per multi-row INSERT: 17 columns × 1,000 stays below SQLite's 32,766 variables.
-const INSERT_CHUNK: usize = 1000;
+const INSERT_CHUNK: usize = 512;
+
+/// How many of `remaining` rows the next multi-row INSERT takes: the largest power of two, up
+/// to [`INSERT_CHUNK`]. A statement's text depends on its row count and each new text is parsed
+/// and planned again; with powers of two a handful of texts serve every batch size and stay in
+/// the connection's statement cache.
+fn statement_rows(remaining: usize) -> usize {
+    debug_assert!(remaining > 0);
+    let pow = 1usize << (usize::BITS - 1 - remaining.leading_zeros());
+    pow.min(INSERT_CHUNK)
+}
 
 /// How long a write waits for another process's lock (the CLI, a backup) before failing.
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -974,13 +984,14 @@ pub(crate) async fn append_in(
             out[i] = Appended::Stored { seq };
         }
         let stored = rows.len();
-        let mut rows = rows.into_iter().peekable();
-        while rows.peek().is_some() {
+        let mut rows = rows.into_iter();
+        while rows.len() > 0 {
+            let chunk = statement_rows(rows.len());
             let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
                 "INSERT INTO audit_events (tenant, {EVENT_COLUMNS}) "
             ));
             // The rows' strings move into the statement's arguments; none is copied.
-            qb.push_values(rows.by_ref().take(INSERT_CHUNK), |mut b, r| {
+            qb.push_values(rows.by_ref().take(chunk), |mut b, r| {
                 let EncodedEvent {
                     columns: c,
                     header,
@@ -1008,7 +1019,10 @@ pub(crate) async fn append_in(
             });
             qb.build().execute(&mut *tx).await.map_err(db_err)?;
         }
-        for chunk in nodes.chunks(INSERT_CHUNK) {
+        let mut rest = nodes.as_slice();
+        while !rest.is_empty() {
+            let (chunk, tail) = rest.split_at(statement_rows(rest.len()));
+            rest = tail;
             let mut qb: QueryBuilder<Sqlite> =
                 QueryBuilder::new("INSERT INTO merkle_nodes (tenant, level, idx, hash) ");
             qb.push_values(chunk, |mut b, (n, h)| {
@@ -1094,4 +1108,26 @@ async fn existing_ids(
         found.extend(rows);
     }
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inserts_are_split_into_power_of_two_statements() {
+        let split = |mut n: usize| {
+            let mut sizes = Vec::new();
+            while n > 0 {
+                let k = statement_rows(n);
+                sizes.push(k);
+                n -= k;
+            }
+            sizes
+        };
+        assert_eq!(split(1), [1]);
+        assert_eq!(split(35), [32, 2, 1]);
+        assert_eq!(split(512), [512]);
+        assert_eq!(split(1300), [512, 512, 256, 16, 4]);
+    }
 }
