@@ -460,6 +460,7 @@ impl Gateway {
         let mut visible = Vec::new();
         let mut hidden = Vec::new();
         let mut unavailable = Vec::new();
+        let mut candidates = Vec::new();
         let snapshot = self.governor.registry();
         // An agent the registry blocks here sees no tools.
         let (principal, agent_refused) = crate::govern::principal(session, snapshot.as_deref());
@@ -485,21 +486,27 @@ impl Gateway {
                     tool,
                     snapshot.as_deref(),
                 );
-                let shown = agent_refused.is_none()
-                    && standing.usable()
-                    && crate::govern::may_list(
-                        self,
-                        session,
-                        &principal,
-                        crate::govern::registered_tool(server.name(), tool, &standing),
-                    );
-                if shown {
-                    let mut t = tool.clone();
-                    t["name"] = json!(exposed);
-                    visible.push(t);
+                if agent_refused.is_none() && standing.usable() {
+                    let resource = crate::govern::registered_tool(server.name(), tool, &standing);
+                    candidates.push((tool.clone(), exposed, resource));
                 } else {
                     hidden.push(exposed);
                 }
+            }
+        }
+        // The policies are asked about every candidate at once (one round trip when they
+        // live on a remote server).
+        let (tools, resources): (Vec<_>, Vec<_>) = candidates
+            .into_iter()
+            .map(|(tool, exposed, resource)| ((tool, exposed), resource))
+            .unzip();
+        let shown = crate::govern::may_list(self, session, &principal, resources).await;
+        for ((mut tool, exposed), shown) in tools.into_iter().zip(shown) {
+            if shown {
+                tool["name"] = json!(exposed);
+                visible.push(tool);
+            } else {
+                hidden.push(exposed);
             }
         }
         let e = events::session_event(
