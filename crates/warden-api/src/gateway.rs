@@ -61,7 +61,7 @@ impl Governor for ServerGovernor {
         })
     }
 
-    fn decide(&self, request: &DecisionRequest) -> Decision {
+    async fn decide(&self, request: &DecisionRequest) -> Decision {
         match self.state.upgrade() {
             Some(state) => {
                 let d = state.policies.engine().decide(request);

@@ -4,7 +4,9 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{approvals, audit, authorize, events, health, policies, registry, tokens};
+use crate::routes::{
+    approvals, audit, authorize, events, gateway, health, policies, registry, tokens,
+};
 
 struct BearerAuth;
 
@@ -42,6 +44,9 @@ impl Modify for BearerAuth {
         registry::put_tool_scope, registry::delete_tool_scope, registry::tool_pins,
         registry::list_agents, registry::create_agent, registry::get_agent, registry::patch_agent,
         registry::put_agent_scope, registry::delete_agent_scope, registry::history,
+        gateway::session, gateway::registry, gateway::decide, gateway::record,
+        gateway::open_approval, gateway::consume_approval, gateway::get_approval,
+        gateway::expire_approval, gateway::answer_approval,
         serve,
     ),
     modifiers(&BearerAuth),
@@ -52,6 +57,7 @@ impl Modify for BearerAuth {
         (name = "tokens", description = "API tokens"),
         (name = "approvals", description = "Held agent actions waiting for a person"),
         (name = "registry", description = "Tool servers, tools and agents: lifecycle, namespace scopes, pins and history. Server names go in paths with their `/` percent-encoded (`io.github.acme%2Fdeploy`)."),
+        (name = "gateway", description = "For a remote MCP gateway (`warden gateway stdio --remote`), with an agent token: the session, the registry, decisions, the session's events, its approvals"),
         (name = "operations", description = "Health, readiness, metrics"),
     )
 )]

@@ -64,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/approvals/{id}/approve", post(approvals::approve))
         .route("/api/v1/approvals/{id}/deny", post(approvals::deny))
         .merge(registry_routes())
+        .merge(gateway_routes())
         .fallback(|| async {
             Problem::new(
                 StatusCode::NOT_FOUND,
@@ -144,6 +145,30 @@ fn registry_routes() -> Router<AppState> {
             axum::routing::put(registry::put_agent_scope).delete(registry::delete_agent_scope),
         )
         .route(&format!("{R}/history"), get(registry::history))
+}
+
+/// What a remote gateway (`warden gateway stdio --remote`) calls, with an agent token.
+fn gateway_routes() -> Router<AppState> {
+    use crate::routes::gateway as g;
+    Router::new()
+        .route("/api/v1/gateway/session", get(g::session))
+        .route("/api/v1/gateway/registry", get(g::registry))
+        .route("/api/v1/gateway/decisions", post(g::decide))
+        .route("/api/v1/gateway/events", post(g::record))
+        .route("/api/v1/gateway/approvals", post(g::open_approval))
+        .route(
+            "/api/v1/gateway/approvals/consume",
+            post(g::consume_approval),
+        )
+        .route("/api/v1/gateway/approvals/{id}", get(g::get_approval))
+        .route(
+            "/api/v1/gateway/approvals/{id}/expire",
+            post(g::expire_approval),
+        )
+        .route(
+            "/api/v1/gateway/approvals/{id}/answer",
+            post(g::answer_approval),
+        )
 }
 
 /// A server started in this process.

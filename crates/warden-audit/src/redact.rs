@@ -27,6 +27,23 @@ pub fn tenant_key(master: &[u8; 32], tenant: &str) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
+/// Derives another per-tenant key from the master key, for a purpose named by `context`
+/// (distinct from the redaction key, so one never stands in for the other).
+pub fn purpose_key(master: &[u8; 32], context: &str, tenant: &str) -> [u8; 32] {
+    let mut mac = Hmac::<Sha256>::new_from_slice(master).expect("HMAC accepts any key length");
+    mac.update(context.as_bytes());
+    mac.update(b"\0");
+    mac.update(tenant.as_bytes());
+    mac.finalize().into_bytes().into()
+}
+
+/// `HMAC-SHA256(key, bytes)`, hex.
+pub fn mac_hex(key: &[u8; 32], bytes: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts any key length");
+    mac.update(bytes);
+    hex::encode(mac.finalize().into_bytes())
+}
+
 /// A documented secret detector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Detector {
@@ -285,6 +302,8 @@ impl RedactionReport {
 #[derive(Clone)]
 pub struct Redactor {
     key: [u8; 32],
+    /// Redaction happens elsewhere (see [`Redactor::deferred`]).
+    deferred: bool,
 }
 
 impl std::fmt::Debug for Redactor {
@@ -295,7 +314,27 @@ impl std::fmt::Debug for Redactor {
 
 impl Redactor {
     pub fn new(key: [u8; 32]) -> Redactor {
-        Redactor { key }
+        Redactor {
+            key,
+            deferred: false,
+        }
+    }
+
+    /// A redactor that leaves values as they are, for a door that hands its events to a
+    /// server which redacts them before storage (`warden gateway stdio --remote`): the
+    /// tenant's key stays on the server, and hashing under any other key would make the
+    /// stored hashes unsearchable. Its [`redact`](Self::redact) changes nothing; its hashes
+    /// are under an all-zero key and must not be stored.
+    pub fn deferred() -> Redactor {
+        Redactor {
+            key: [0; 32],
+            deferred: true,
+        }
+    }
+
+    /// Whether this redactor leaves redaction to the server (see [`Redactor::deferred`]).
+    pub fn is_deferred(&self) -> bool {
+        self.deferred
     }
 
     fn mac(&self, bytes: &[u8]) -> String {
@@ -324,6 +363,9 @@ impl Redactor {
     /// canonical form), then every remaining value the detectors recognise.
     pub fn redact(&self, value: &mut Value, paths: &[&str]) -> RedactionReport {
         let mut report = RedactionReport::default();
+        if self.deferred {
+            return report;
+        }
         let mut trail = String::new();
         for path in paths {
             let segments: Vec<&str> = path.split('.').filter(|s| !s.is_empty()).collect();
@@ -682,6 +724,16 @@ mod tests {
         let before = already.clone();
         assert!(r.redact(&mut already, &[]).is_empty());
         assert_eq!(already, before);
+    }
+
+    #[test]
+    fn a_deferred_redactor_leaves_values_for_the_server() {
+        let r = Redactor::deferred();
+        let mut v = json!({"password": "pw", "k": "AKIAIOSFODNN7EXAMPLE"});
+        let before = v.clone();
+        assert!(r.redact(&mut v, &["k"]).is_empty());
+        assert_eq!(v, before);
+        assert!(r.is_deferred() && !redactor("acme").is_deferred());
     }
 
     #[test]

@@ -42,6 +42,13 @@ pub struct GatewayConfig {
     /// `optional` (default): a server the tenant has not registered is governed by policies
     /// alone; `required`: only registered, approved servers and tools are usable.
     pub registry: crate::registry::RegistryMode,
+    /// The gateway serves exactly one agent session, which owns every upstream (`warden
+    /// gateway stdio`): a server request that belongs to no call (the `roots/list` a server
+    /// sends at start) is relayed to that session. Otherwise upstreams are shared and such a
+    /// request is refused, since no single agent can answer for the others. Not a setting
+    /// of the file: the transport decides it.
+    #[serde(skip)]
+    pub one_session: bool,
 }
 
 impl Default for GatewayConfig {
@@ -57,6 +64,7 @@ impl Default for GatewayConfig {
             page_size: 200,
             progress_interval: Duration::from_secs(5),
             registry: Default::default(),
+            one_session: false,
         }
     }
 }

@@ -109,11 +109,93 @@ impl Gateway {
                 gw.on_upstream_notification(&name, n).await;
             }
         });
+        let (requests, mut unrelated) = mpsc::channel::<upstream::ServerMessage>(16);
+        server.upstream.serve_unrelated(requests);
+        let weak = Arc::downgrade(self);
+        let owner = Arc::downgrade(&server);
+        let unrelated_task = tokio::spawn(async move {
+            while let Some(message) = unrelated.recv().await {
+                let upstream::ServerMessage::Request { request, mut reply } = message else {
+                    continue;
+                };
+                let (Some(gw), Some(server)) = (weak.upgrade(), owner.upgrade()) else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let answer = tokio::select! {
+                        answer = gw.answer_unrelated(&server, request) => answer,
+                        // The connection stopped waiting (its reply timeout).
+                        _ = reply.closed() => return,
+                    };
+                    let _ = reply.send(answer);
+                });
+            }
+        });
         self.tasks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(task);
+            .extend([task, unrelated_task]);
         server
+    }
+
+    /// A request from a server that belongs to no call the gateway made (a server asks for
+    /// the client's roots right after `initialize`, before any agent has called anything).
+    /// When the gateway serves one agent session, which owns the upstream, the agent
+    /// answers: the request waits until that session has initialised, then is relayed like
+    /// one made during a call. A shared upstream has no single session to ask — another
+    /// agent's roots or model must not answer for everyone — so it gets an error.
+    async fn answer_unrelated(
+        &self,
+        server: &Arc<Server>,
+        request: Request,
+    ) -> Result<Value, RpcError> {
+        let capability = match request.method.as_str() {
+            "roots/list" => "roots",
+            "sampling/createMessage" => "sampling",
+            "elicitation/create" => "elicitation",
+            other => {
+                return Err(RpcError::new(
+                    code::METHOD_NOT_FOUND,
+                    format!("the gateway does not relay {other:?} outside a request"),
+                ));
+            }
+        };
+        if !self.config.one_session {
+            return Err(RpcError::new(
+                code::INTERNAL_ERROR,
+                format!(
+                    "{} outside any request: upstream {} is shared by every agent session, and \
+                     no single agent can answer for the others",
+                    request.method,
+                    server.name()
+                ),
+            ));
+        }
+        let session = self
+            .sessions
+            .first_where(|s| {
+                s.is_initialized()
+                    && self
+                        .catalog
+                        .in_scope(&s.identity.tenant, s.scope.as_deref())
+                        .iter()
+                        .any(|v| Arc::ptr_eq(v, server))
+            })
+            .await;
+        if !session.client_supports(capability) {
+            return Err(RpcError::new(
+                code::METHOD_NOT_FOUND,
+                format!("the agent's client does not support {capability}"),
+            ));
+        }
+        session
+            .ask_client(
+                &request.method,
+                request.params,
+                None,
+                server.config.timeout(),
+            )
+            .await
     }
 
     /// Brings the tenants' own upstreams in line with the registry: each registered server
@@ -392,7 +474,10 @@ impl Gateway {
     pub async fn notify(&self, session: &Arc<Session>, n: Notification) {
         session.touch();
         match n.method.as_str() {
-            "notifications/initialized" => session.mark_initialized(),
+            "notifications/initialized" => {
+                session.mark_initialized();
+                self.sessions.touched();
+            }
             "notifications/cancelled" => {
                 let id = n
                     .params
@@ -460,6 +545,7 @@ impl Gateway {
         let mut visible = Vec::new();
         let mut hidden = Vec::new();
         let mut unavailable = Vec::new();
+        let mut candidates = Vec::new();
         let snapshot = self.governor.registry();
         // An agent the registry blocks here sees no tools.
         let (principal, agent_refused) = crate::govern::principal(session, snapshot.as_deref());
@@ -485,21 +571,27 @@ impl Gateway {
                     tool,
                     snapshot.as_deref(),
                 );
-                let shown = agent_refused.is_none()
-                    && standing.usable()
-                    && crate::govern::may_list(
-                        self,
-                        session,
-                        &principal,
-                        crate::govern::registered_tool(server.name(), tool, &standing),
-                    );
-                if shown {
-                    let mut t = tool.clone();
-                    t["name"] = json!(exposed);
-                    visible.push(t);
+                if agent_refused.is_none() && standing.usable() {
+                    let resource = crate::govern::registered_tool(server.name(), tool, &standing);
+                    candidates.push((tool.clone(), exposed, resource));
                 } else {
                     hidden.push(exposed);
                 }
+            }
+        }
+        // The policies are asked about every candidate at once (one round trip when they
+        // live on a remote server).
+        let (tools, resources): (Vec<_>, Vec<_>) = candidates
+            .into_iter()
+            .map(|(tool, exposed, resource)| ((tool, exposed), resource))
+            .unzip();
+        let shown = crate::govern::may_list(self, session, &principal, resources).await;
+        for ((mut tool, exposed), shown) in tools.into_iter().zip(shown) {
+            if shown {
+                tool["name"] = json!(exposed);
+                visible.push(tool);
+            } else {
+                hidden.push(exposed);
             }
         }
         let e = events::session_event(

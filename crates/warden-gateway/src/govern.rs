@@ -84,9 +84,9 @@ fn decision_request(
     }
 }
 
-fn decide(gw: &Gateway, req: &DecisionRequest) -> Decision {
+async fn decide(gw: &Gateway, req: &DecisionRequest) -> Decision {
     let started = Instant::now();
-    let d = gw.governor.decide(req);
+    let d = gw.governor.decide(req).await;
     gw.metrics.decision_latency.observe(started.elapsed());
     d
 }
@@ -114,14 +114,14 @@ pub fn principal(
 
 /// The decision for a request the registry has not refused; a registry refusal is a plain
 /// deny that no policy was asked about.
-fn decide_unless_refused(gw: &Gateway, req: &DecisionRequest, refused: bool) -> Decision {
+async fn decide_unless_refused(gw: &Gateway, req: &DecisionRequest, refused: bool) -> Decision {
     if refused {
         Decision {
             errors: vec![],
             ..Decision::deny_with_error("")
         }
     } else {
-        decide(gw, req)
+        decide(gw, req).await
     }
 }
 
@@ -169,27 +169,46 @@ pub fn registered_tool(server: &str, tool: &Value, standing: &Standing) -> Resou
     resource
 }
 
-/// Whether `tools/list` shows a tool: `list_tools` must allow it, and `call_tool` without
-/// arguments must not be forbidden (a tool no call could pass is not shown at all).
-pub fn may_list(gw: &Gateway, session: &Session, principal: &Resource, resource: Resource) -> bool {
-    let listed = decide(
-        gw,
-        &decision_request(
+/// Whether `tools/list` shows each tool: `list_tools` must allow it, and `call_tool` without
+/// arguments must not be forbidden (a tool no call could pass is not shown at all). Decided
+/// in one batch, which a remote governor sends in one round trip.
+pub async fn may_list(
+    gw: &Gateway,
+    session: &Session,
+    principal: &Resource,
+    resources: Vec<Resource>,
+) -> Vec<bool> {
+    let mut requests = Vec::with_capacity(resources.len() * 2);
+    for resource in resources {
+        requests.push(decision_request(
             session,
             principal.clone(),
             "list_tools",
             resource.clone(),
             json!({}),
-        ),
-    );
-    if listed.outcome != Outcome::Allow {
-        return false;
+        ));
+        requests.push(decision_request(
+            session,
+            principal.clone(),
+            "call_tool",
+            resource,
+            json!({}),
+        ));
     }
-    let call = decide(
-        gw,
-        &decision_request(session, principal.clone(), "call_tool", resource, json!({})),
-    );
-    call.outcome != Outcome::Deny || call.reasons.is_empty()
+    let started = Instant::now();
+    let decisions = gw.governor.decide_many(&requests).await;
+    gw.metrics.decision_latency.observe(started.elapsed());
+    decisions
+        .chunks(2)
+        .map(|pair| match pair {
+            [listed, call] => {
+                listed.outcome == Outcome::Allow
+                    && (call.outcome != Outcome::Deny || call.reasons.is_empty())
+            }
+            // A governor that answered fewer decisions than asked: not shown.
+            _ => false,
+        })
+        .collect()
 }
 
 /// A tool result the agent's model can read, marked as an error.
@@ -293,7 +312,7 @@ pub async fn call_tool(
     };
     let resource = registered_tool(server.name(), &definition, &standing);
     let dreq = decision_request(session, principal, "call_tool", resource, args.clone());
-    let d = decide_unless_refused(gw, &dreq, refusal.is_some());
+    let d = decide_unless_refused(gw, &dreq, refusal.is_some()).await;
     let redactor = gw.governor.redactor(session.identity.tenant.as_str());
     let mut mcp = events::mcp_attributes(session, "tools/call", Some(&request.id));
     mcp["gen_ai.tool.name"] = json!(name);
@@ -556,7 +575,7 @@ async fn governed_forward(
     let snapshot = gw.governor.registry();
     let (principal, refusal) = principal(session, snapshot.as_deref());
     let dreq = decision_request(session, principal, action, resource, args.clone());
-    let d = decide_unless_refused(gw, &dreq, refusal.is_some());
+    let d = decide_unless_refused(gw, &dreq, refusal.is_some()).await;
     let redactor = gw.governor.redactor(session.identity.tenant.as_str());
     let mut mcp = events::mcp_attributes(session, &request.method, Some(&request.id));
     mcp["warden.upstream"] = json!(server.name());

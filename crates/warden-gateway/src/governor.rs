@@ -1,6 +1,7 @@
 //! What the gateway needs from the rest of Warden, as one trait: who a token is, what the
 //! policies decide, a durable audit trail, and approvals. The server implements it over its
-//! store, policy engine and audit pipeline; the gateway itself holds no policy or storage.
+//! store, policy engine and audit pipeline; `warden gateway stdio --remote` implements it
+//! over the server's HTTP API. The gateway itself holds no policy or storage.
 
 use std::time::Instant;
 
@@ -28,10 +29,23 @@ pub trait Governor: Send + Sync + 'static {
     /// expired, revoked), `Forbidden` (a valid token that is not an agent session).
     async fn authenticate(&self, bearer: &str) -> Result<AgentIdentity, Error>;
 
-    /// Decides with the tenant's current policies. Never fails: errors deny.
-    fn decide(&self, request: &DecisionRequest) -> Decision;
+    /// Decides with the tenant's current policies. Never fails: errors deny. Async because
+    /// the policies may live on another machine (a remote server).
+    async fn decide(&self, request: &DecisionRequest) -> Decision;
 
-    /// The tenant's redactor (obligation paths and secret detectors, HMAC with its key).
+    /// Decides many requests at once (`tools/list` decides per tool): one round trip for a
+    /// remote governor. One decision per request, in order; never fails, errors deny.
+    async fn decide_many(&self, requests: &[DecisionRequest]) -> Vec<Decision> {
+        let mut out = Vec::with_capacity(requests.len());
+        for r in requests {
+            out.push(self.decide(r).await);
+        }
+        out
+    }
+
+    /// The tenant's redactor (obligation paths and secret detectors, HMAC with its key). A
+    /// governor whose `record` redacts on the other side (the tenant's key never leaves the
+    /// server) returns [`Redactor::deferred`].
     fn redactor(&self, tenant: &str) -> Redactor;
 
     /// Makes an event durable. `Ok` only once it is committed; on `Err` the action the event

@@ -211,11 +211,33 @@ impl Session {
 #[derive(Default)]
 pub struct Sessions {
     map: RwLock<HashMap<String, Arc<Session>>>,
+    /// Woken when a session is added or finishes initialising.
+    changed: tokio::sync::Notify,
 }
 
 impl Sessions {
     pub fn insert(&self, session: Arc<Session>) {
         write(&self.map).insert(session.id.clone(), session);
+        self.changed.notify_waiters();
+    }
+
+    /// Wakes [`Sessions::first_where`] waiters (a session finished initialising).
+    pub fn touched(&self) {
+        self.changed.notify_waiters();
+    }
+
+    /// Waits until a session satisfies `pred`, and returns it.
+    pub async fn first_where(&self, pred: impl Fn(&Session) -> bool) -> Arc<Session> {
+        loop {
+            // Listen before looking, so a change in between still wakes.
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(s) = read(&self.map).values().find(|s| pred(s)) {
+                return s.clone();
+            }
+            changed.await;
+        }
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Session>> {

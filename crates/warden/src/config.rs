@@ -56,6 +56,19 @@ struct FileConfig {
 }
 
 impl ServeArgs {
+    /// Whether any setting of a local server was given (flag or environment).
+    pub fn any_local(&self) -> bool {
+        self.config.is_some()
+            || self.listen.is_some()
+            || self.data_dir.is_some()
+            || self.policies.is_some()
+            || self.checkpoint_key.is_some()
+            || self.max_body_bytes.is_some()
+            || self.audit_queue_capacity.is_some()
+            || self.checkpoint_every_events.is_some()
+            || self.checkpoint_interval.is_some()
+    }
+
     pub fn resolve(self) -> anyhow::Result<(ServerConfig, Option<PathBuf>)> {
         let file: FileConfig = match &self.config {
             Some(path) => {

@@ -1,14 +1,22 @@
 //! `warden gateway stdio`: the gateway for agents that spawn their MCP servers themselves.
 //! The agent runs Warden in place of the server; Warden runs the server, and every message
-//! between them passes the same governance as `/mcp`, recorded in the same store.
+//! between them passes the same governance as `/mcp`, recorded in the same store — or, with
+//! `--remote`, decided, recorded and approved by a Warden server elsewhere.
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use warden_gateway::upstream::{Transport, UpstreamConfig};
+use warden_gateway::{Gateway, GatewayConfig};
 
 use crate::config::ServeArgs;
+use crate::remote::RemoteGovernor;
+
+/// How long the records of completed calls may take to reach a remote server at exit.
+const FLUSH_AT_EXIT: Duration = Duration::from_secs(10);
 
 #[derive(Subcommand, Debug)]
 pub enum GatewayCommand {
@@ -25,6 +33,15 @@ pub struct StdioArgs {
     /// [default: the command's file name].
     #[arg(long, env = "WARDEN_GATEWAY_SERVER")]
     server: Option<String>,
+    /// A Warden server (`https://warden.example:8080`) that identifies the token, decides,
+    /// records and holds approvals; the MCP server still runs here. Without it, the local
+    /// data directory and policies are used.
+    #[arg(long, env = "WARDEN_REMOTE", value_name = "URL")]
+    remote: Option<String>,
+    /// How long to wait for the remote server per request, e.g. 10s (long-polls for an
+    /// approval wait longer).
+    #[arg(long, env = "WARDEN_REMOTE_TIMEOUT", default_value = "10s", value_parser = crate::duration::parse)]
+    remote_timeout: Duration,
     #[command(flatten)]
     settings: ServeArgs,
     /// The server command and its arguments (after `--`, or after the last option).
@@ -52,8 +69,7 @@ async fn stdio(args: StdioArgs) -> anyhow::Result<ExitCode> {
         Some(n) => n,
         None => server_name(&args.command),
     };
-    let (mut config, key) = args.settings.resolve()?;
-    config.gateway.upstreams = vec![UpstreamConfig {
+    let upstream = UpstreamConfig {
         name: name.clone(),
         transport: Transport::Stdio {
             command: program.clone(),
@@ -64,7 +80,19 @@ async fn stdio(args: StdioArgs) -> anyhow::Result<ExitCode> {
             cwd: None,
         },
         timeout: None,
-    }];
+    };
+    if let Some(url) = &args.remote {
+        if args.settings.any_local() {
+            tracing::warn!(
+                "--remote is set: the local settings (--config, --data-dir, --policies, …) are not used"
+            );
+        }
+        return remote(url, &args.token, args.remote_timeout, upstream).await;
+    }
+    let (mut config, key) = args.settings.resolve()?;
+    config.gateway.upstreams = vec![upstream];
+    // Only this agent's session uses the server: it answers the server's own requests.
+    config.gateway.one_session = true;
     config
         .gateway
         .validate()
@@ -88,6 +116,58 @@ async fn stdio(args: StdioArgs) -> anyhow::Result<ExitCode> {
     .await;
     gateway.shutdown().await;
     warden_api::server::close(&state).await;
+    served.context("stdio transport failed")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The remote mode: the server's identity of the token, its settings, decisions, records and
+/// approvals; the MCP server and the session here.
+async fn remote(
+    url: &str,
+    token: &str,
+    timeout: Duration,
+    upstream: UpstreamConfig,
+) -> anyhow::Result<ExitCode> {
+    let (governor, settings) = RemoteGovernor::connect(url, token, timeout)
+        .await
+        .map_err(|e| match e {
+            warden_core::Error::Unauthenticated(m) | warden_core::Error::Forbidden(m) => {
+                anyhow::anyhow!("the token was refused: {m}")
+            }
+            other => anyhow::anyhow!("cannot start: {other}"),
+        })?;
+    // The server's gateway settings apply, so that a call held here waits as long as one
+    // held by the server would.
+    let config = GatewayConfig {
+        upstreams: vec![upstream],
+        approval_timeout: Duration::try_from_secs_f64(settings.approval_timeout_secs)
+            .unwrap_or(GatewayConfig::default().approval_timeout),
+        progress_interval: Duration::try_from_secs_f64(settings.progress_interval_secs)
+            .unwrap_or(GatewayConfig::default().progress_interval),
+        elicitation_approvals: settings.elicitation_approvals,
+        registry: settings.registry,
+        one_session: true,
+        ..GatewayConfig::default()
+    };
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{e} (choose one with --server)"))?;
+    let identity = governor.identity().clone();
+    let scope = config.upstreams[0].name.clone();
+    let gateway = Gateway::start(
+        config,
+        governor.clone() as Arc<dyn warden_gateway::Governor>,
+    );
+    let served = warden_gateway::stdio::serve(
+        gateway.clone(),
+        identity,
+        Some(scope),
+        tokio::io::stdin(),
+        tokio::io::stdout(),
+    )
+    .await;
+    gateway.shutdown().await;
+    governor.flush(FLUSH_AT_EXIT).await;
     served.context("stdio transport failed")?;
     Ok(ExitCode::SUCCESS)
 }

@@ -7,6 +7,7 @@ mod duration;
 mod gateway_cmd;
 mod policy_cmd;
 mod registry_cmd;
+mod remote;
 mod token_cmd;
 
 use std::process::ExitCode;

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod authorize;
 pub mod discovery;
 pub mod events;
+pub mod gateway;
 pub mod health;
 pub mod policies;
 pub mod registry;

@@ -243,6 +243,11 @@ pub trait Upstream: Send + Sync {
     /// `notifications/resources/updated`, …), for every subscriber.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Notification>;
 
+    /// Where the server's requests that belong to no call go (e.g. the `roots/list` a
+    /// server sends right after `initialize`), instead of being refused. `ping` is always
+    /// answered by the connection itself.
+    fn serve_unrelated(&self, _requests: mpsc::Sender<ServerMessage>) {}
+
     /// What `initialize` returned, once connected.
     fn server_info(&self) -> Option<ServerInfo>;
 

@@ -13,8 +13,10 @@
 //! * a request from the server goes, as [`ServerMessage::Request`], to the call it belongs
 //!   to — on HTTP the call whose stream carried it; on stdio, where nothing on the wire
 //!   relates it to a call, the most recently started call still in flight that has an
-//!   events channel. With no such call, `ping` is answered here and anything else gets a
-//!   JSON-RPC error. The answer is sent back under the server's own id.
+//!   events channel. With no such call, `ping` is answered here and anything else goes to
+//!   the fallback the gateway set ([`Mux::set_fallback`]: it relays to the one agent
+//!   session that owns the upstream, or refuses), or without one gets a JSON-RPC error.
+//!   The answer is sent back under the server's own id.
 //!
 //! Events are handed over with `try_send`, in the order they arrive and before the call's
 //! response is released, so a caller that drains its channel sees every event before the
@@ -172,6 +174,8 @@ pub struct Mux {
     next_token: AtomicU64,
     state: Mutex<State>,
     notifications: broadcast::Sender<Notification>,
+    /// Where a server request that belongs to no call goes (`roots/list` at start).
+    fallback: Mutex<Option<mpsc::Sender<ServerMessage>>>,
 }
 
 /// A registered call: send `message`, then wait on `response`. Dropping `guard` before the
@@ -191,7 +195,20 @@ impl Mux {
             next_token: AtomicU64::new(1),
             state: Mutex::new(State::default()),
             notifications: broadcast::channel(256).0,
+            fallback: Mutex::new(None),
         })
+    }
+
+    /// Sends server requests that belong to no call (other than `ping`) to `requests`.
+    pub fn set_fallback(&self, requests: mpsc::Sender<ServerMessage>) {
+        *self.fallback.lock().unwrap_or_else(|e| e.into_inner()) = Some(requests);
+    }
+
+    fn fallback(&self) -> Option<mpsc::Sender<ServerMessage>> {
+        self.fallback
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Notification> {
@@ -414,6 +431,11 @@ impl Mux {
                 Origin::NoCall => None,
             }
         };
+        let target = match target {
+            Some((wire_id, events)) => Some((Some(wire_id), events)),
+            None if request.method != "ping" => self.fallback().map(|events| (None, events)),
+            None => None,
+        };
         let server_id = request.id.clone();
         let unanswered = |request: &Request| -> Response {
             Response {
@@ -448,9 +470,11 @@ impl Mux {
                 return;
             }
         };
-        self.lock()
-            .server_requests
-            .insert(server_id.clone(), wire_id);
+        if let Some(wire_id) = wire_id {
+            self.lock()
+                .server_requests
+                .insert(server_id.clone(), wire_id);
+        }
         let out = out.clone();
         let server = self.server.clone();
         let mux = Arc::downgrade(self);
@@ -688,6 +712,47 @@ mod tests {
         assert_eq!(sent[0], json!({"jsonrpc": "2.0", "id": 9, "result": {}}));
         assert_eq!(sent[1]["error"]["code"], code::INTERNAL_ERROR);
         drop((old, new));
+    }
+
+    #[tokio::test]
+    async fn requests_of_no_call_go_to_the_fallback_except_ping() {
+        let (mux, recorder, out) = setup();
+        let (tx, mut rx) = mpsc::channel(4);
+        mux.set_fallback(tx);
+        let roots = r#"{"jsonrpc":"2.0","id":"r1","method":"roots/list"}"#;
+        mux.route(&out, parse(roots), Origin::Unrelated, T);
+        let Ok(ServerMessage::Request { request, reply }) = rx.try_recv() else {
+            panic!("the fallback got nothing")
+        };
+        assert_eq!(request.method, "roots/list");
+        reply.send(Ok(json!({"roots": []}))).unwrap();
+        let answered = tokio::time::timeout(T, async {
+            loop {
+                let sent = recorder.take();
+                if !sent.is_empty() {
+                    return sent;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            answered[0].to_value(),
+            json!({"jsonrpc": "2.0", "id": "r1", "result": {"roots": []}})
+        );
+        // Ping never needs anybody.
+        mux.route(
+            &out,
+            parse(r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#),
+            Origin::NoCall,
+            T,
+        );
+        assert!(rx.try_recv().is_err());
+        assert_eq!(
+            recorder.take()[0].to_value(),
+            json!({"jsonrpc": "2.0", "id": 2, "result": {}})
+        );
     }
 
     #[tokio::test]

@@ -232,6 +232,10 @@ impl Upstream for StdioUpstream {
         self.shared.mux.subscribe()
     }
 
+    fn serve_unrelated(&self, requests: mpsc::Sender<ServerMessage>) {
+        self.shared.mux.set_fallback(requests);
+    }
+
     fn server_info(&self) -> Option<ServerInfo> {
         self.shared
             .info

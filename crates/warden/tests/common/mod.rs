@@ -242,12 +242,17 @@ impl Server {
     /// Starts `warden serve` with the example policies on a port the kernel picks, and waits
     /// until `/healthz` answers.
     pub async fn start(data_dir: &Path) -> Server {
+        Self::start_with(data_dir, &example_policies()).await
+    }
+
+    /// [`Server::start`] with the policies of another directory.
+    pub async fn start_with(data_dir: &Path, policies: &Path) -> Server {
         let mut child = command(&[
             "serve",
             "--data-dir",
             path_str(data_dir),
             "--policies",
-            path_str(&example_policies()),
+            path_str(policies),
             "--listen",
             "127.0.0.1:0",
         ])
