@@ -82,7 +82,9 @@ async fn cloudevents_batch_accepts_good_rejects_bad_and_resending_is_idempotent(
         {"specversion": "1.0", "id": "evt-5", "source": "s", "type": "t", "Bad_Name": 1},
         {"specversion": "1.0", "id": "evt-6", "source": "s", "type": "t", "wardennamespace": "globex/x"},
         "not an object",
-        {"specversion": "1.0", "id": "evt-7", "source": "s", "type": "t", "data": {"password": "hunter2-canary"}}
+        {"specversion": "1.0", "id": "evt-7", "source": "s", "type": "t", "data": {"password": "hunter2-canary"}},
+        {"specversion": "1.0", "id": "evt-8", "source": "s", "type": "authz.decision", "data": {"decision": "allow"}},
+        {"specversion": "1.0", "id": "evt-9", "source": "s", "type": "mcp.tool.call.anything"}
     ]);
     let (status, r) = s.post("/api/v1/events", &agent, &batch).await;
     assert_eq!(status, StatusCode::OK, "{r}");
@@ -99,7 +101,17 @@ async fn cloudevents_batch_accepts_good_rejects_bad_and_resending_is_idempotent(
         .map(|a| a["index"].as_u64().unwrap() as usize)
         .collect();
     assert_eq!(accepted, vec![0, 7]);
-    assert_eq!(rejected, vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(rejected, vec![1, 2, 3, 4, 5, 6, 8, 9]);
+    // A producer cannot record what would read as Warden's own decision or gateway call.
+    for i in [6, 7] {
+        assert!(
+            r["rejected"][i]["error"]
+                .as_str()
+                .unwrap()
+                .contains("reserved"),
+            "{r}"
+        );
+    }
     assert!(
         r["rejected"][0]["error"]
             .as_str()

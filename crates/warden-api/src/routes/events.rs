@@ -141,6 +141,11 @@ fn convert(state: &AppState, caller: &Caller, v: &Value) -> Result<AuditEvent, S
         .check_namespace(&namespace)
         .map_err(|e| e.to_string())?;
     let ce_type = field(obj, "type")?;
+    if reserved_type(ce_type) {
+        return Err(format!(
+            "`type` {ce_type:?} is reserved for events Warden records itself; name producer events in reverse-DNS style (e.g. com.example.tool.used)"
+        ));
+    }
     let source = field(obj, "source")?;
     let ce_id = field(obj, "id")?;
     let mut payload = json!({ "cloudevent": v });
@@ -166,6 +171,23 @@ fn convert(state: &AppState, caller: &Caller, v: &Value) -> Result<AuditEvent, S
         });
     }
     Ok(e)
+}
+
+/// The families of Warden's own event types. An ingested event may not take one of these
+/// names: it would read as a decision, call or change that Warden recorded.
+const RESERVED_FAMILIES: [&str; 8] = [
+    "authz.",
+    "mcp.",
+    "approval.",
+    "registry.",
+    "token.",
+    "policy.",
+    "tenant.",
+    "audit.",
+];
+
+fn reserved_type(t: &str) -> bool {
+    warden_core::catalog::lookup(t).is_some() || RESERVED_FAMILIES.iter().any(|f| t.starts_with(f))
 }
 
 #[utoipa::path(
