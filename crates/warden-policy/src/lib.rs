@@ -16,6 +16,7 @@
 
 mod annotations;
 mod engine;
+mod explain;
 mod index;
 mod request;
 mod schema;
