@@ -570,13 +570,13 @@ fn validate(
     errors.into_iter().map(|(_, _, e)| e).collect()
 }
 
-fn label_offset(e: &dyn Diagnostic) -> usize {
+pub(crate) fn label_offset(e: &dyn Diagnostic) -> usize {
     e.labels()
         .and_then(|mut l| l.next())
         .map_or(0, |l| l.offset())
 }
 
-fn message(e: &dyn Diagnostic) -> String {
+pub(crate) fn message(e: &dyn Diagnostic) -> String {
     match e.help() {
         Some(help) => format!("{e} ({help})"),
         None => e.to_string(),
