@@ -22,6 +22,7 @@ mod index;
 mod request;
 mod schema;
 mod source;
+pub mod testing;
 
 pub use engine::Engine;
 pub use format::format_policies;
