@@ -330,3 +330,42 @@ fn the_decision_and_the_explanation_agree_on_the_examples() {
         assert_eq!(x.policies.len(), d.evaluated, "{}", req.resource.id);
     }
 }
+
+#[test]
+fn an_enforced_policy_that_fails_denies_and_is_named_as_the_reason() {
+    let e = Engine::build(
+        vec![source(
+            "acme",
+            "acme/typed.cedar",
+            r#"@id("typed")
+forbid (principal, action == Action::"call_tool", resource is Tool)
+when { context.args has n && context.args.n > 3 };
+
+@id("tools")
+permit (principal, action == Action::"call_tool", resource is Tool);
+"#,
+        )],
+        Some("type Args = { n?: Long };"),
+    )
+    .unwrap();
+    let req = with_args(call_tool("acme", "calc__add"), json!({"n": "three"}));
+    let d = e.decide(&req);
+    let x = e.explain(&req);
+    assert_eq!(d.outcome, Outcome::Deny);
+    assert_eq!(x.outcome, Outcome::Deny);
+    assert_eq!(
+        x.summary,
+        "denied because typed could not be evaluated (an error denies)"
+    );
+    let typed = policy(&x, "typed");
+    assert_eq!(typed.status, PolicyStatus::Error);
+    assert!(typed.determining);
+    let f = typed.failed.as_ref().unwrap();
+    assert_eq!(f.text, "context.args.n > 3");
+    assert_eq!((f.line, f.column), (3, 30));
+    assert!(f.error.is_some());
+    // The permit matched but did not decide: an error never allows.
+    let tools = policy(&x, "tools");
+    assert_eq!(tools.status, PolicyStatus::Matched);
+    assert!(!tools.determining);
+}
