@@ -11,6 +11,7 @@ pub mod canonical;
 pub mod catalog;
 pub mod error;
 pub mod event;
+pub mod explain;
 mod header_bytes;
 pub mod ids;
 pub mod metrics;
@@ -25,6 +26,9 @@ pub use error::{Error, Result};
 pub use event::{
     Actor, AuditEvent, ClientInfo, DecisionSummary, EventHeader, ResourceRef, SCHEMA_VERSION,
     TraceContext,
+};
+pub use explain::{
+    Clause, Explanation, FailedCondition, PolicyEffect, PolicyExplanation, PolicyStatus,
 };
 pub use ids::{NamespacePath, TenantId};
 pub use role::Role;

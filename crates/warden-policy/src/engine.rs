@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use cedar_policy::{Effect, Policy, PolicyId, PolicySet, ValidationMode, Validator};
 use cedar_policy_core::ast::{self, SlotEnv};
@@ -12,8 +13,8 @@ use sha2::{Digest, Sha256};
 use warden_core::{Decision, DecisionRequest, Obligation, Outcome, PolicyMode, PolicyRef, Warning};
 
 use crate::annotations::{self, Annotations};
-use crate::index::{Entry, Index, Subject, scope_decided_by_index};
-use crate::request::{RequestBuilder, WARDEN_CONTEXT_KEYS, reserved_key};
+use crate::index::{Entry, Index, Slice, Subject, scope_decided_by_index};
+use crate::request::{Prepared, RequestBuilder, WARDEN_CONTEXT_KEYS, reserved_key};
 use crate::schema::{BASE_SCHEMA, CompiledSchema};
 use crate::source::{LineIndex, PolicyError, PolicySource, Span, split_policies};
 
@@ -34,6 +35,9 @@ pub struct Engine {
     /// Each policy's condition (scope and `when`/`unless` clauses as one expression), by
     /// policy number; `None` for `@mode("off")` policies, which are never evaluated.
     conditions: Vec<Option<ast::Expr>>,
+    /// Each policy as parsed, by policy number, for explanations only: `decide` never reads
+    /// it. Cedar shares a policy's body behind an `Arc`, so keeping it costs little.
+    parsed: Vec<ast::Policy>,
     index: Index,
     requests: RequestBuilder,
     hash: String,
@@ -173,13 +177,17 @@ impl Engine {
                 })
             })
             .collect();
-        let policies = parsed.into_iter().map(|(_, m, _)| m).collect();
+        let (parsed, policies): (Vec<ast::Policy>, Vec<Meta>) = parsed
+            .into_iter()
+            .map(|(p, m, _)| (AsRef::<ast::Policy>::as_ref(&p).clone(), m))
+            .unzip();
         let requests = RequestBuilder::new(schema.types.iter().map(|(n, (_, t))| (n, t)));
         Ok(Engine {
             requests,
             schema,
             policies,
             conditions,
+            parsed,
             index,
             hash: content_hash(&sources, schema_extension),
         })
@@ -217,7 +225,7 @@ impl Engine {
         self.check(req).map(|_| ())
     }
 
-    fn check(&self, req: &DecisionRequest) -> Result<u32, String> {
+    pub(crate) fn check(&self, req: &DecisionRequest) -> Result<u32, String> {
         let ns_tenant = req.namespace.as_str().split('/').next().unwrap_or_default();
         if ns_tenant != req.tenant.as_str() {
             return Err(format!(
@@ -339,7 +347,12 @@ impl Engine {
         }
     }
 
-    fn outcome(&self, satisfied: &[u32], failed: &[(u32, String)], evaluated: usize) -> Decision {
+    pub(crate) fn outcome(
+        &self,
+        satisfied: &[u32],
+        failed: &[(u32, String)],
+        evaluated: usize,
+    ) -> Decision {
         let meta = |n: u32| &self.policies[n as usize];
         let enforced = |n: &&u32| meta(**n).mode == PolicyMode::Enforce;
         let forbids: Vec<u32> = satisfied
@@ -438,6 +451,37 @@ impl Engine {
     }
 }
 
+/// What explanations read of the engine (see `explain.rs`). `decide` does not go through
+/// these: it stays free of any explanation work.
+impl Engine {
+    /// The slice for a request that passed `check` (which gave `action`).
+    pub(crate) fn slice_for(&self, req: &DecisionRequest, action: u32) -> Arc<Slice> {
+        self.index.slice(
+            req.namespace.as_str(),
+            action,
+            self.subject(&req.principal),
+            self.subject(&req.resource),
+        )
+    }
+
+    /// Cedar's request and entities for a request that passed `check`.
+    pub(crate) fn prepare(&self, action: u32, req: &DecisionRequest) -> Result<Prepared, String> {
+        self.requests
+            .build(self.schema.actions[action as usize].uid.as_ref(), req)
+    }
+
+    /// A policy as parsed, by number.
+    pub(crate) fn parsed_policy(&self, n: u32) -> &ast::Policy {
+        &self.parsed[n as usize]
+    }
+
+    /// How decisions name a policy, and what it does: (reference, forbid, ask, mode).
+    pub(crate) fn policy_meta(&self, n: u32) -> (&PolicyRef, bool, bool, PolicyMode) {
+        let m = &self.policies[n as usize];
+        (&m.reference, m.forbid, m.ask, m.mode)
+    }
+}
+
 fn decision(outcome: Outcome, evaluated: usize) -> Decision {
     Decision {
         outcome,
@@ -526,13 +570,13 @@ fn validate(
     errors.into_iter().map(|(_, _, e)| e).collect()
 }
 
-fn label_offset(e: &dyn Diagnostic) -> usize {
+pub(crate) fn label_offset(e: &dyn Diagnostic) -> usize {
     e.labels()
         .and_then(|mut l| l.next())
         .map_or(0, |l| l.offset())
 }
 
-fn message(e: &dyn Diagnostic) -> String {
+pub(crate) fn message(e: &dyn Diagnostic) -> String {
     match e.help() {
         Some(help) => format!("{e} ({help})"),
         None => e.to_string(),

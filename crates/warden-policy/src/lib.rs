@@ -16,12 +16,16 @@
 
 mod annotations;
 mod engine;
+mod explain;
+mod format;
 mod index;
 mod request;
 mod schema;
 mod source;
+pub mod testing;
 
 pub use engine::Engine;
+pub use format::format_policies;
 pub use request::WARDEN_CONTEXT_KEYS;
 pub use schema::SCHEMA_EXTENSION_ORIGIN;
 pub use source::{PolicyError, PolicySource};

@@ -1,58 +1,592 @@
-//! `warden policy validate DIR`: the same parsing and strict validation the server applies,
-//! for a CI pipeline. Exit 0 when the directory would load, 1 otherwise.
+//! `warden policy …`: check policies before they go live, in a terminal or a CI pipeline.
+//!
+//! - `validate DIR`: the same parsing and strict validation the server applies.
+//! - `fmt [--check] PATH…`: canonical formatting (Cedar's formatter).
+//! - `test DIR`: run the policy tests (`*.test.yaml`) with the server's engine.
+//! - `explain DIR --request FILE`: why a request gets its decision.
+//!
+//! Exit codes, the same for every subcommand: 0 all is well; 1 the policies (or their tests,
+//! or their formatting) are not; 2 the command could not do its work as asked (a path that
+//! does not exist, an unreadable request file, bad arguments).
+//!
+//! Files are named as the user gave the directory (`policies/acme/base.cedar:8:1`), so that
+//! an editor or a CI annotation can open them from where the command ran.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::Subcommand;
+use clap::{Subcommand, ValueEnum};
+use serde_json::{Value, json};
+use warden_core::{
+    Clause, Decision, Explanation, NamespacePath, Obligation, Outcome, PolicyEffect,
+    PolicyExplanation, PolicyStatus,
+};
+use warden_policy::testing::{
+    self, CaseResult, Expectation, TEST_FILE_SUFFIX, TestFile, TestReport,
+};
+use warden_policy::{Engine, PolicyError};
 
 #[derive(Subcommand, Debug)]
 pub enum PolicyCommand {
     /// Parse and strictly validate a policy directory; print file:line:col errors.
     Validate {
         dir: PathBuf,
-        /// `text` or `json`.
-        #[arg(long, default_value = "text")]
-        format: String,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Format policy files canonically (Cedar's formatter), in place.
+    Fmt {
+        /// Policy files, or directories whose `*.cedar` files are formatted.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Change nothing: list the files that are not formatted and exit 1 if there are any.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Run the policy tests (`*.test.yaml`) of a policy directory against its policies.
+    Test {
+        dir: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Explain the decision for one request: the policies considered, which matched, which
+    /// decided, and for the others the first condition that did not hold.
+    Explain {
+        dir: PathBuf,
+        /// The request, in the format of a test case's `request` (YAML or JSON).
+        #[arg(long)]
+        request: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
     },
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// The policies (or tests, or formatting) are not right.
+const FAILED: u8 = 1;
+/// The command could not run as asked.
+const USAGE: u8 = 2;
+
 pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
-    match cmd {
-        PolicyCommand::Validate { dir, format } => {
-            if !dir.is_dir() {
-                anyhow::bail!("{} is not a directory", dir.display());
-            }
-            let result = warden_api::policies::read_dir(&dir).and_then(|snap| {
-                let files = snap.sources.len();
-                warden_policy::Engine::build(snap.sources, snap.schema_extension.as_deref())
-                    .map(|e| (files, e.policy_count()))
-                    .map_err(|errs| errs.iter().map(ToString::to_string).collect())
-            });
-            match (result, format.as_str()) {
-                (Ok((files, policies)), "json") => {
-                    println!(
-                        "{}",
-                        serde_json::json!({"valid": true, "files": files, "policies": policies, "errors": []})
-                    );
-                    Ok(ExitCode::SUCCESS)
-                }
-                (Ok((files, policies)), _) => {
-                    println!("ok: {policies} policies in {files} files");
-                    Ok(ExitCode::SUCCESS)
-                }
-                (Err(errors), "json") => {
-                    println!("{}", serde_json::json!({"valid": false, "errors": errors}));
-                    Ok(ExitCode::FAILURE)
-                }
-                (Err(errors), _) => {
-                    for e in &errors {
-                        eprintln!("{e}");
-                    }
-                    eprintln!("{} error(s); nothing would be applied", errors.len());
-                    Ok(ExitCode::FAILURE)
-                }
-            }
+    let code = match cmd {
+        PolicyCommand::Validate { dir, format } => validate(&dir, format),
+        PolicyCommand::Fmt { paths, check } => fmt(&paths, check),
+        PolicyCommand::Test { dir, format } => test(&dir, format),
+        PolicyCommand::Explain {
+            dir,
+            request,
+            format,
+        } => explain(&dir, &request, format),
+    };
+    Ok(ExitCode::from(code))
+}
+
+fn usage(message: impl std::fmt::Display) -> u8 {
+    eprintln!("error: {message}");
+    USAGE
+}
+
+// ---- reading a policy directory ----
+
+/// A problem with the policies, located when it can be.
+struct Problem {
+    file: String,
+    line: Option<u32>,
+    column: Option<u32>,
+    message: String,
+}
+
+impl Problem {
+    fn located(dir: &Path, e: &PolicyError) -> Problem {
+        Problem {
+            file: shown(dir, &e.origin),
+            line: Some(e.line),
+            column: Some(e.column),
+            message: e.message.clone(),
         }
     }
+
+    /// The directory reader's errors read `<relative path>: <message>`.
+    fn unlocated(dir: &Path, e: &str) -> Problem {
+        let (origin, message) = e.split_once(": ").unwrap_or(("", e));
+        Problem {
+            file: shown(dir, origin),
+            line: None,
+            column: None,
+            message: message.to_owned(),
+        }
+    }
+
+    fn json(&self) -> Value {
+        json!({"file": self.file, "line": self.line, "column": self.column, "message": self.message})
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.line, self.column) {
+            (Some(l), Some(c)) => write!(f, "{}:{l}:{c}: {}", self.file, self.message),
+            _ => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+/// `origin` (relative to `dir`) as the user would open it from where the command ran.
+fn shown(dir: &Path, origin: &str) -> String {
+    if origin.is_empty() {
+        return dir.display().to_string();
+    }
+    if dir == Path::new(".") || dir.as_os_str().is_empty() {
+        return origin.to_owned();
+    }
+    dir.join(origin).display().to_string()
+}
+
+struct Loaded {
+    engine: Engine,
+    files: usize,
+}
+
+/// Reads and builds the policies of `dir` exactly as the server does.
+fn load(dir: &Path) -> Result<Loaded, Vec<Problem>> {
+    let snap = warden_api::policies::read_dir(dir).map_err(|errs| {
+        errs.iter()
+            .map(|e| Problem::unlocated(dir, e))
+            .collect::<Vec<_>>()
+    })?;
+    let files = snap.sources.len();
+    Engine::build(snap.sources, snap.schema_extension.as_deref())
+        .map(|engine| Loaded { engine, files })
+        .map_err(|errs| errs.iter().map(|e| Problem::located(dir, e)).collect())
+}
+
+fn print_problems(problems: &[Problem]) {
+    for p in problems {
+        eprintln!("{p}");
+    }
+}
+
+// ---- validate ----
+
+fn validate(dir: &Path, format: Format) -> u8 {
+    if !dir.is_dir() {
+        return usage(format_args!("{} is not a directory", dir.display()));
+    }
+    match (load(dir), format) {
+        (Ok(l), Format::Json) => {
+            println!(
+                "{}",
+                json!({"valid": true, "files": l.files, "policies": l.engine.policy_count(), "errors": []})
+            );
+            0
+        }
+        (Ok(l), Format::Text) => {
+            println!(
+                "ok: {} policies in {} files",
+                l.engine.policy_count(),
+                l.files
+            );
+            0
+        }
+        (Err(problems), Format::Json) => {
+            let errors: Vec<Value> = problems.iter().map(Problem::json).collect();
+            println!("{}", json!({"valid": false, "errors": errors}));
+            FAILED
+        }
+        (Err(problems), Format::Text) => {
+            print_problems(&problems);
+            eprintln!("{} error(s); nothing would be applied", problems.len());
+            FAILED
+        }
+    }
+}
+
+// ---- fmt ----
+
+fn fmt(paths: &[PathBuf], check: bool) -> u8 {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found = Vec::new();
+            walk(p, &mut found, &|name| name.ends_with(".cedar"));
+            found.sort();
+            files.extend(found);
+        } else if p.is_file() {
+            files.push(p.clone());
+        } else {
+            return usage(format_args!("{} does not exist", p.display()));
+        }
+    }
+    let mut unformatted = Vec::new();
+    let mut problems = Vec::new();
+    for file in &files {
+        let name = file.display().to_string();
+        let text = match std::fs::read_to_string(file) {
+            Ok(t) => t,
+            Err(e) => return usage(format_args!("{name}: cannot read: {e}")),
+        };
+        match warden_policy::format_policies(&name, &text) {
+            Ok(formatted) if formatted == text => {}
+            Ok(formatted) => {
+                if !check && let Err(e) = std::fs::write(file, formatted) {
+                    return usage(format_args!("{name}: cannot write: {e}"));
+                }
+                println!("{name}");
+                unformatted.push(name);
+            }
+            Err(errs) => problems.extend(errs.iter().map(|e| Problem::located(Path::new(""), e))),
+        }
+    }
+    print_problems(&problems);
+    if check && !unformatted.is_empty() {
+        eprintln!(
+            "{} of {} file(s) not formatted; `warden policy fmt` rewrites them",
+            unformatted.len(),
+            files.len()
+        );
+        return FAILED;
+    }
+    if !problems.is_empty() {
+        eprintln!(
+            "{} error(s); files that do not parse were left as they are",
+            problems.len()
+        );
+        return FAILED;
+    }
+    if !check {
+        eprintln!(
+            "{} of {} file(s) reformatted",
+            unformatted.len(),
+            files.len()
+        );
+    }
+    0
+}
+
+/// Files below `dir` whose name passes `keep`, skipping hidden files and folders (`.git`,
+/// editors' swap files), as the server's directory reader does.
+fn walk(dir: &Path, out: &mut Vec<PathBuf>, keep: &dyn Fn(&str) -> bool) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        if path.is_dir() {
+            walk(&path, out, keep);
+        } else if keep(&name) {
+            out.push(path);
+        }
+    }
+}
+
+// ---- test ----
+
+fn test(dir: &Path, format: Format) -> u8 {
+    if !dir.is_dir() {
+        return usage(format_args!("{} is not a directory", dir.display()));
+    }
+    let loaded = match load(dir) {
+        Ok(l) => l,
+        Err(problems) => return failed_to_load(&problems, format),
+    };
+    let mut paths = Vec::new();
+    walk(dir, &mut paths, &|name| name.ends_with(TEST_FILE_SUFFIX));
+    paths.sort();
+    if paths.is_empty() {
+        let message = format!(
+            "no test files (*{TEST_FILE_SUFFIX}) under {}",
+            dir.display()
+        );
+        match format {
+            Format::Json => println!(
+                "{}",
+                json!({"passed": false, "errors": [{"file": dir.display().to_string(), "line": null, "column": null, "message": message}]})
+            ),
+            Format::Text => eprintln!("{message}"),
+        }
+        return FAILED;
+    }
+    let mut files = Vec::new();
+    let mut problems = Vec::new();
+    for path in &paths {
+        let rel = path
+            .strip_prefix(dir)
+            .unwrap_or(path)
+            .to_string_lossy()
+            .replace('\\', "/");
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(Problem::unlocated(dir, &format!("{rel}: cannot read: {e}")));
+                continue;
+            }
+        };
+        // A case without a namespace is in the namespace of its file's folder.
+        let folder = Path::new(&rel)
+            .parent()
+            .and_then(|p| NamespacePath::parse(&p.to_string_lossy()).ok());
+        match TestFile::parse(&rel, folder.as_ref(), &text) {
+            Ok(f) => files.push(f),
+            Err(errs) => problems.extend(errs.iter().map(|e| Problem::located(dir, e))),
+        }
+    }
+    let report = testing::run(&loaded.engine, &files);
+    let ok = report.passed && problems.is_empty();
+    match format {
+        Format::Json => {
+            let mut v = serde_json::to_value(&report).unwrap_or(Value::Null);
+            v["passed"] = Value::Bool(ok);
+            v["errors"] = problems.iter().map(Problem::json).collect();
+            println!("{v}");
+        }
+        Format::Text => print_report(dir, &report, &problems),
+    }
+    if ok { 0 } else { FAILED }
+}
+
+fn failed_to_load(problems: &[Problem], format: Format) -> u8 {
+    match format {
+        Format::Json => {
+            let errors: Vec<Value> = problems.iter().map(Problem::json).collect();
+            println!("{}", json!({"passed": false, "errors": errors}));
+        }
+        Format::Text => {
+            print_problems(problems);
+            eprintln!("{} error(s): the policies do not load", problems.len());
+        }
+    }
+    FAILED
+}
+
+fn print_report(dir: &Path, report: &TestReport, problems: &[Problem]) {
+    for r in &report.results {
+        let at = format!("{}:{}", shown(dir, &r.file), r.line);
+        if r.passed {
+            println!("PASS {at} {}", r.name);
+        } else {
+            println!("FAIL {at} {}", r.name);
+            print_failure(dir, r);
+        }
+    }
+    for p in problems {
+        println!("ERROR {p}");
+    }
+    if !report.unexercised.is_empty() {
+        println!();
+        println!(
+            "policies no test exercised ({}): no case had them matching or deciding",
+            report.unexercised.len()
+        );
+        for p in &report.unexercised {
+            println!("  {} ({}:{})", p.id, shown(dir, &p.origin), p.line);
+        }
+    }
+    println!();
+    let mut summary = format!(
+        "{} passed, {} failed",
+        report.cases - report.failed,
+        report.failed
+    );
+    if !problems.is_empty() {
+        summary.push_str(&format!(", {} test file error(s)", problems.len()));
+    }
+    println!("policy tests: {summary}");
+}
+
+fn print_failure(dir: &Path, r: &CaseResult) {
+    let show = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    for d in &r.differences {
+        println!("    {}:", d.field);
+        println!("      expected: {}", show(&d.expected));
+        println!("      actual:   {}", show(&d.actual));
+        if let Some(note) = &d.note {
+            println!("      note:     {note}");
+        }
+    }
+    if !r.actual.errors.is_empty() && !r.differences.iter().any(|d| d.field == "errors") {
+        for e in &r.actual.errors {
+            println!("    error: {e}");
+        }
+    }
+    if let Some(explanation) = &r.explanation {
+        println!("    why: {}", explanation.summary);
+        // The policies that bear on the failure: those that matched, failed or decided,
+        // those the case names, and — when a permit was expected and none matched — the
+        // permits that did not. `warden policy explain` and `--format json` show them all.
+        let named: Vec<&str> = named_policies(&r.expected);
+        let want_permit = r.expected.decision != Outcome::Deny && r.actual.reasons.is_empty();
+        let relevant = |p: &PolicyExplanation| {
+            p.status != PolicyStatus::NotMatched
+                || p.determining
+                || named.contains(&p.policy.id.as_str())
+                || (want_permit && p.effect != PolicyEffect::Forbid)
+        };
+        let shown: Vec<&PolicyExplanation> = explanation
+            .policies
+            .iter()
+            .filter(|p| relevant(p))
+            .collect();
+        for p in &shown {
+            println!("      {}", explanation_line(dir, p));
+        }
+        let others = explanation.policies.len() - shown.len();
+        if others > 0 {
+            println!(
+                "      and {others} other polic{} considered that did not match (`warden policy explain` shows all)",
+                if others == 1 { "y" } else { "ies" }
+            );
+        }
+    }
+}
+
+/// The policy ids a case's expectation names.
+fn named_policies(e: &Expectation) -> Vec<&str> {
+    let mut ids: Vec<&str> = e.policies.iter().flatten().map(String::as_str).collect();
+    for o in e.obligations.iter().flatten() {
+        match o {
+            Obligation::Redact { policy, .. } => ids.push(policy),
+            Obligation::Approval { policies } => ids.extend(policies.iter().map(String::as_str)),
+        }
+    }
+    ids.extend(e.warnings.iter().flatten().map(|w| w.policy.as_str()));
+    ids.extend(e.errors.iter().map(String::as_str));
+    ids
+}
+
+// ---- explain ----
+
+fn explain(dir: &Path, request: &Path, format: Format) -> u8 {
+    if !dir.is_dir() {
+        return usage(format_args!("{} is not a directory", dir.display()));
+    }
+    let name = request.display().to_string();
+    let text = match std::fs::read_to_string(request) {
+        Ok(t) => t,
+        Err(e) => return usage(format_args!("{name}: cannot read: {e}")),
+    };
+    let req = match testing::parse_request(&name, None, &text) {
+        Ok(r) => r,
+        Err(errs) => {
+            for e in errs {
+                eprintln!("{e}");
+            }
+            return USAGE;
+        }
+    };
+    let loaded = match load(dir) {
+        Ok(l) => l,
+        Err(problems) => return failed_to_load(&problems, format),
+    };
+    let decision = loaded.engine.decide(&req);
+    let explanation = loaded.engine.explain(&req);
+    match format {
+        Format::Json => println!(
+            "{}",
+            json!({"decision": decision, "explanation": explanation})
+        ),
+        Format::Text => print_explanation(dir, &decision, &explanation),
+    }
+    0
+}
+
+fn print_explanation(dir: &Path, d: &Decision, e: &Explanation) {
+    println!("decision: {}", d.outcome.as_str());
+    println!("  {}", e.summary);
+    for r in &d.reasons {
+        if let Some(reason) = &r.reason {
+            println!("  {}: {reason}", r.id);
+        }
+    }
+    for o in &d.obligations {
+        println!(
+            "  obligation: {}",
+            serde_json::to_string(o).unwrap_or_default()
+        );
+    }
+    for w in &d.warnings {
+        println!(
+            "  warning: {} (warn mode) would have made it {}",
+            w.policy.id,
+            w.would.as_str()
+        );
+    }
+    for err in &d.errors {
+        println!("  error: {err}");
+    }
+    if e.refused.is_some() {
+        return;
+    }
+    println!(
+        "considered {} polic{} (those of the namespace chain for this action, principal and resource):",
+        e.policies.len(),
+        if e.policies.len() == 1 { "y" } else { "ies" }
+    );
+    for line in explanation_lines(dir, e) {
+        println!("  {line}");
+    }
+}
+
+/// One line per considered policy: what it is, what became of it, and why.
+fn explanation_lines(dir: &Path, e: &Explanation) -> Vec<String> {
+    e.policies
+        .iter()
+        .map(|p| explanation_line(dir, p))
+        .collect()
+}
+
+fn explanation_line(dir: &Path, p: &PolicyExplanation) -> String {
+    let mode = match p.mode {
+        warden_core::PolicyMode::Warn => "warn-mode ",
+        _ => "",
+    };
+    let mut line = format!(
+        "{} ({mode}{}, {}:{})",
+        p.policy.id,
+        p.effect.as_str(),
+        shown(dir, &p.policy.origin),
+        p.policy.line
+    );
+    line.push_str(match p.status {
+        PolicyStatus::Matched => ": matched",
+        PolicyStatus::NotMatched => ": did not match",
+        PolicyStatus::Error => ": failed",
+    });
+    if p.determining {
+        line.push_str(", determining");
+    }
+    if let Some(f) = &p.failed {
+        let what = match (p.status, f.clause) {
+            (PolicyStatus::Error, _) => "could not be evaluated",
+            (_, Clause::Unless) => "held",
+            _ => "was false",
+        };
+        // The scope reads `principal …`, `action …` or `resource …` already.
+        let clause = match f.clause {
+            Clause::When | Clause::Unless => f.clause.as_str(),
+            _ => "scope",
+        };
+        line.push_str(&format!(
+            ": {clause} `{}` {what} ({}:{}:{})",
+            f.text,
+            shown(dir, &p.policy.origin),
+            f.line,
+            f.column
+        ));
+        if let Some(err) = &f.error {
+            line.push_str(&format!(": {err}"));
+        }
+    }
+    line
 }

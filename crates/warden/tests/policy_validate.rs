@@ -1,5 +1,6 @@
 //! `warden policy validate DIR`: exit 0 for a directory the server would load, exit 1 with
-//! `tenant/file.cedar:LINE:COL:` errors otherwise, in text or JSON.
+//! `DIR/tenant/file.cedar:LINE:COL:` errors otherwise, in text or JSON (each error an object
+//! with `file`, `line`, `column`, `message`), exit 2 when it cannot run as asked.
 
 mod common;
 
@@ -75,12 +76,14 @@ fn a_syntax_error_exits_1_with_file_and_line() {
     let v = json_of(&out);
     assert_eq!(v["valid"], false, "{v}");
     let errors = v["errors"].as_array().expect("errors array");
+    let e = &errors[0];
     assert!(
-        errors
-            .iter()
-            .any(|e| e.as_str().unwrap_or("").starts_with("acme/broken.cedar:2:")),
+        e["file"].as_str().unwrap().ends_with("acme/broken.cedar"),
         "{v}"
     );
+    assert_eq!(e["line"], 2, "{v}");
+    assert!(e["column"].as_u64().unwrap() >= 1, "{v}");
+    assert!(!e["message"].as_str().unwrap().is_empty(), "{v}");
 }
 
 #[test]
@@ -109,14 +112,55 @@ fn a_schema_violation_exits_1_with_file_and_line() {
         "only the broken file is named: {}",
         out.text()
     );
-    let v = json_of(&validate(dir.path(), true));
+    let out = validate(dir.path(), true);
+    assert_eq!(out.status.code(), Some(1), "{}", out.text());
+    let v = json_of(&out);
     assert_eq!(v["valid"], false, "{v}");
+    let e = &v["errors"][0];
+    assert!(
+        e["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("acme/platform/typo.cedar"),
+        "{v}"
+    );
+    assert_eq!(e["line"], 4, "{v}");
+    assert!(
+        e["message"].as_str().unwrap().contains("no_such_attribute"),
+        "{v}"
+    );
 }
 
 #[test]
-fn a_missing_directory_is_an_error() {
+fn errors_name_files_as_the_directory_was_given() {
+    let dir = policy_dir(&[(
+        "acme/broken.cedar",
+        "permit(principal, action, resource) when { \n",
+    )]);
+    let out = validate(dir.path(), false);
+    let expected = format!("{}:1:", dir.path().join("acme/broken.cedar").display());
+    assert!(out.stderr.contains(&expected), "{}", out.text());
+}
+
+#[test]
+fn a_file_outside_a_namespace_folder_is_reported_without_a_line() {
+    let dir = policy_dir(&[("loose.cedar", "permit(principal, action, resource);\n")]);
+    let out = validate(dir.path(), true);
+    assert_eq!(out.status.code(), Some(1), "{}", out.text());
+    let v = json_of(&out);
+    let e = &v["errors"][0];
+    assert!(e["file"].as_str().unwrap().ends_with("loose.cedar"), "{v}");
+    assert_eq!(e["line"], Value::Null, "{v}");
+    assert!(
+        e["message"].as_str().unwrap().contains("namespace folder"),
+        "{v}"
+    );
+}
+
+#[test]
+fn a_missing_directory_is_a_usage_error() {
     let dir = tempfile::tempdir().unwrap();
     let out = validate(&dir.path().join("nope"), false);
-    assert!(!out.success(), "{}", out.text());
+    assert_eq!(out.status.code(), Some(2), "{}", out.text());
     assert!(out.stderr.contains("is not a directory"), "{}", out.text());
 }

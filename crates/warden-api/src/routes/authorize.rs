@@ -16,12 +16,13 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 use warden_core::{
     Actor, AuditEvent, ClientInfo, Decision, DecisionRequest, DecisionSummary, EntityRef, Error,
-    NamespacePath, Obligation, Outcome, PolicyRef, Resource, ResourceRef, Role, TraceContext,
-    Warning, catalog,
+    Explanation, NamespacePath, Obligation, Outcome, PolicyRef, Resource, ResourceRef, Role,
+    TraceContext, Warning, catalog,
 };
 
 use crate::extract::{Caller, ClientAddr, JsonBody};
 use crate::problem::{ApiResult, Problem};
+use crate::query::QueryParams;
 use crate::state::{AppState, MAX_BATCH_ITEMS};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -62,6 +63,21 @@ pub struct AuthorizeResponse {
     /// The audit event recording this decision (already durable).
     #[schema(value_type = String, format = Uuid)]
     pub event_id: Uuid,
+    /// With `?explain=true`: every policy considered, which matched, which determined the
+    /// decision, and for the others the first condition that did not hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<Explanation>,
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AuthorizeQuery {
+    /// Add an `explanation` to the answer: the policies considered, which matched, which
+    /// determined the decision, and for the others the first condition that did not hold.
+    /// Costs several evaluations per policy; meant for people, not for every call.
+    #[serde(default)]
+    pub explain: bool,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -284,11 +300,23 @@ fn response(d: Decision, event_id: Uuid) -> AuthorizeResponse {
         warnings: d.warnings,
         errors: d.errors,
         event_id,
+        explanation: None,
     }
+}
+
+/// The decision and its explanation, from one engine (a policy change between the two
+/// would otherwise explain another set than the one that decided). Only for `?explain=true`.
+fn decide_explained(state: &AppState, req: &DecisionRequest) -> (Decision, Explanation) {
+    let engine = state.policies.engine();
+    let started = Instant::now();
+    let d = engine.decide(req);
+    state.metrics.decision_latency().observe(started.elapsed());
+    (d, engine.explain(req))
 }
 
 #[utoipa::path(
     post, path = "/api/v1/authorize", tag = "decisions",
+    params(AuthorizeQuery),
     request_body = AuthorizeRequest,
     responses(
         (status = 200, description = "Decided and recorded", body = AuthorizeResponse),
@@ -306,11 +334,17 @@ pub async fn authorize(
     caller: Caller,
     headers: HeaderMap,
     ClientAddr(addr): ClientAddr,
+    QueryParams(query): QueryParams<AuthorizeQuery>,
     JsonBody(req): JsonBody<AuthorizeRequest>,
 ) -> ApiResult<Json<AuthorizeResponse>> {
     let ex = Exchange::from_parts(&headers, addr);
     let dreq = resolve(&state, &caller, req)?;
-    let d = decide(&state, &dreq);
+    let (d, explanation) = if query.explain {
+        let (d, e) = decide_explained(&state, &dreq);
+        (d, Some(e))
+    } else {
+        (decide(&state, &dreq), None)
+    };
     let event = decision_event(&state, &caller, &dreq, &d, &ex);
     let event_id = event.header.id;
     state.pipeline.record(event).await?;
@@ -318,7 +352,10 @@ pub async fn authorize(
         state.metrics.decision_errors.inc();
     }
     state.metrics.count(d.outcome);
-    Ok(Json(response(d, event_id)))
+    Ok(Json(AuthorizeResponse {
+        explanation,
+        ..response(d, event_id)
+    }))
 }
 
 #[utoipa::path(
