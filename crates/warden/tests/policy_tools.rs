@@ -6,28 +6,6 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use serde_json::Value;
-
-/// A policy directory with the example schema and the given `(relative path, text)` files.
-fn policy_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        example_policies().join("schema.cedarschema"),
-        dir.path().join("schema.cedarschema"),
-    )
-    .unwrap();
-    for (path, text) in files {
-        let p = dir.path().join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, text).unwrap();
-    }
-    dir
-}
-
-fn json_of(out: &Out) -> Value {
-    serde_json::from_str(out.stdout.trim())
-        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {}", out.text()))
-}
 
 const MESSY: &str = "// Reads for the platform team.\n\
 @id(\"reads\") @reason(\"Reading is fine.\")\n\
