@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Subcommand;
 use warden_audit::checkpoint::CheckpointVerifier;
+use warden_audit::export::{ExportFormat, ExportRecord};
 use warden_audit::merkle::CompactRange;
 use warden_audit::verify::{LogVerifier, StoredCheckpoint, StoredEvent};
 use warden_core::{NamespacePath, TenantId};
@@ -15,6 +16,11 @@ use warden_store::{EventFilter, PageRequest, Store};
 use crate::token_cmd::StoreArgs;
 
 const PAGE: u32 = 5000;
+
+fn parse_format(s: &str) -> Result<ExportFormat, String> {
+    ExportFormat::parse(s)
+        .ok_or_else(|| format!("unknown format {s:?}; supported: {}", ExportFormat::names()))
+}
 
 #[derive(Subcommand, Debug)]
 pub enum AuditCommand {
@@ -32,7 +38,8 @@ pub enum AuditCommand {
         #[arg(long)]
         allow_unsigned: bool,
     },
-    /// Write every matching event as NDJSON, oldest first.
+    /// Write every matching event, oldest first, as Warden JSON (NDJSON), OCSF, Splunk HEC,
+    /// CEF or CSV.
     Export {
         #[command(flatten)]
         store: StoreArgs,
@@ -54,6 +61,9 @@ pub enum AuditCommand {
         agent: Option<String>,
         #[arg(long)]
         decision: Option<String>,
+        /// ndjson (Warden JSON, schema v1), ocsf, hec, cef or csv.
+        #[arg(long, default_value = "ndjson", value_parser = parse_format)]
+        format: ExportFormat,
         /// Output file [default: stdout].
         #[arg(long, short)]
         output: Option<PathBuf>,
@@ -130,6 +140,7 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
             to,
             agent,
             decision,
+            format,
             output,
         } => {
             let tenant = TenantId::parse(&tenant)?;
@@ -162,6 +173,7 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
             } else {
                 indicatif::ProgressBar::hidden()
             };
+            out.write_all(format.preamble())?;
             let mut cursor = None;
             let mut n = 0u64;
             loop {
@@ -172,18 +184,18 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
                 };
                 let rows = store.query_events(&tenant, &filter, page).await?;
                 let full = rows.len() as u32 == PAGE;
+                let mut buf = Vec::with_capacity(rows.len() * 1024);
                 for r in &rows {
-                    let view = serde_json::json!({
-                        "seq": r.seq,
-                        "payload_purged": r.payload_json.is_none(),
-                    });
-                    let mut v = serde_json::to_value(&r.event)?;
-                    if let (Some(obj), Some(extra)) = (v.as_object_mut(), view.as_object()) {
-                        obj.extend(extra.clone());
-                    }
-                    serde_json::to_writer(&mut out, &v)?;
-                    out.write_all(b"\n")?;
+                    format.write(
+                        &mut buf,
+                        &ExportRecord {
+                            event: &r.event,
+                            seq: r.seq,
+                            payload_purged: r.payload_json.is_none(),
+                        },
+                    );
                 }
+                out.write_all(&buf)?;
                 n += rows.len() as u64;
                 bar.set_position(n);
                 cursor = rows.last().map(|r| r.seq);

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use warden_audit::export::{ExportFormat, ExportRecord};
 use warden_audit::merkle::{consistency_plan, inclusion_plan};
 use warden_core::{AuditEvent, Error, NamespacePath};
 use warden_store::checkpointer::{checkpoint_tenant, origin};
@@ -48,7 +49,7 @@ pub struct EventQuery {
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
-    /// Export only: `ndjson`.
+    /// Export only: `ndjson` (default), `ocsf`, `hec`, `cef` or `csv`.
     pub format: Option<String>,
 }
 
@@ -203,7 +204,8 @@ pub async fn get_event(
 
 #[utoipa::path(
     get, path = "/api/v1/audit/export", tag = "audit", params(EventQuery),
-    responses((status = 200, description = "Every matching event, oldest first, one JSON object per line", content_type = "application/x-ndjson")),
+    responses((status = 200, description = "Every matching event, oldest first, streamed: `ndjson` (Warden JSON, one object per line), `ocsf` (OCSF API Activity, one object per line), `hec` (Splunk HEC envelopes, one per line), `cef` (one CEF line per event) or `csv` (header row, then one row per event)", content_type = "application/x-ndjson"),
+              (status = 400, description = "Bad filter or unknown format", body = Problem)),
     security(("bearer" = []))
 )]
 pub async fn export(
@@ -212,19 +214,20 @@ pub async fn export(
     QueryParams(q): QueryParams<EventQuery>,
 ) -> ApiResult<Response> {
     can_read(&caller)?;
-    match q.format.as_deref().unwrap_or("ndjson") {
-        "ndjson" => {}
-        other => {
-            return Err(Error::invalid(format!(
-                "unsupported export format {other:?}; supported: ndjson"
-            ))
-            .into());
-        }
-    }
+    let requested = q.format.as_deref().unwrap_or("ndjson");
+    let format = ExportFormat::parse(requested).ok_or_else(|| {
+        Error::invalid(format!(
+            "unsupported export format {requested:?}; supported: {}",
+            ExportFormat::names()
+        ))
+    })?;
     let filter = filter_for(&caller, &q)?;
     let tenant = caller.token.tenant.clone();
     // Page through the store with a keyset cursor: memory stays constant whatever matches.
-    let stream = futures::stream::try_unfold(Some(parse_cursor(&q.cursor)?), move |cursor| {
+    let preamble = futures::stream::once(async move {
+        Ok::<_, std::io::Error>(Bytes::from_static(format.preamble()))
+    });
+    let pages = futures::stream::try_unfold(Some(parse_cursor(&q.cursor)?), move |cursor| {
         let state = state.clone();
         let filter = filter.clone();
         let tenant = tenant.clone();
@@ -246,19 +249,25 @@ pub async fn export(
                 return Ok(None);
             }
             let next = (rows.len() as u32 == EXPORT_PAGE).then(|| rows.last().map(|r| r.seq));
-            let mut buf = Vec::with_capacity(rows.len() * 512);
-            for r in rows {
-                serde_json::to_writer(&mut buf, &EventView::from(r))
-                    .map_err(std::io::Error::other)?;
-                buf.push(b'\n');
+            let mut buf = Vec::with_capacity(rows.len() * 1024);
+            for r in &rows {
+                format.write(
+                    &mut buf,
+                    &ExportRecord {
+                        event: &r.event,
+                        seq: r.seq,
+                        payload_purged: r.payload_json.is_none(),
+                    },
+                );
             }
             Ok(Some((Bytes::from(buf), next)))
         }
     });
+    let stream = futures::StreamExt::chain(preamble, pages);
     let mut resp = Body::from_stream(stream).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-ndjson"),
+        HeaderValue::from_static(format.content_type()),
     );
     Ok(resp)
 }
