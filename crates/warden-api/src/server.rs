@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 use warden_core::{Actor, AuditEvent, catalog};
 use warden_policy::PolicySource;
 use warden_store::pipeline::AuditPipeline;
-use warden_store::{SqliteStore, Store, checkpointer};
+use warden_store::{Database, OpenOptions, Store, checkpointer};
 
 use crate::approvals::ApprovalDesk;
 use crate::policies::{PolicyRuntime, Reload};
@@ -27,8 +27,9 @@ use crate::routes::{approvals, audit, authorize, events, health, policies, regis
 use crate::state::{AppState, Inner, Metrics, ServerConfig};
 use crate::tokens::TokenCache;
 
-pub const DATABASE_FILE: &str = "warden.db";
+pub use warden_store::database::DATABASE_FILE;
 
+/// The default system of record: the SQLite file in the data directory.
 pub fn database_path(data_dir: &std::path::Path) -> PathBuf {
     data_dir.join(DATABASE_FILE)
 }
@@ -195,9 +196,20 @@ pub async fn build_state(
 ) -> anyhow::Result<AppState> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open_with(&database_path(&config.data_dir), config.store_busy_timeout).await?,
-    );
+    let database = config
+        .database
+        .clone()
+        .unwrap_or_else(|| Database::in_data_dir(&config.data_dir));
+    let store: Arc<dyn Store> = warden_store::open(
+        &database,
+        OpenOptions {
+            migrate: config.migrate_on_start,
+            busy_timeout: config.store_busy_timeout,
+        },
+    )
+    .await
+    .with_context(|| format!("cannot open the system of record {database}"))?;
+    tracing::info!(%database, "system of record open");
     let signer = Arc::new(crate::keys::checkpoint_signer(
         &config.data_dir,
         checkpoint_key.as_deref(),

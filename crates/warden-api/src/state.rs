@@ -24,7 +24,13 @@ pub const MAX_BATCH_ITEMS: usize = 1000;
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub listen: String,
+    /// Keys and everything else that must persist besides the database.
     pub data_dir: PathBuf,
+    /// The system of record; `None`: the SQLite file in the data directory.
+    pub database: Option<warden_store::Database>,
+    /// Apply pending PostgreSQL migrations on start; when false, a database that lacks one is
+    /// refused (run `warden migrate`).
+    pub migrate_on_start: bool,
     pub policies: Option<PathBuf>,
     pub max_body_bytes: usize,
     pub pipeline: PipelineConfig,
@@ -42,6 +48,8 @@ impl ServerConfig {
         ServerConfig {
             listen: "127.0.0.1:8080".into(),
             data_dir,
+            database: None,
+            migrate_on_start: true,
             policies: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             pipeline: PipelineConfig::default(),

@@ -14,6 +14,12 @@
 //! - `store/encode/1000`: the CPU part of an append without SQLite — canonical header JSON,
 //!   Merkle leaf hash, payload JSON, query columns — for 1,000 events.
 //!
+//! - `postgres/*`: the same pipeline runs and direct appends against a fresh database on the
+//!   PostgreSQL server at `WARDEN_TEST_POSTGRES_URL` (default
+//!   `postgres://postgres@127.0.0.1:5432/postgres`), created for the run and dropped after it.
+//!   Multi-row inserts bind one array per column (`UNNEST`), one transaction per batch; a
+//!   commit waits for the WAL flush (`synchronous_commit = on`).
+//!
 //! Events are built like the decision API builds them (header with actor, action, resource and
 //! decision; payload with the redacted request and a context of about 400 bytes) before the
 //! clock starts: building them is the door's work, not the store's.
@@ -35,6 +41,7 @@ use warden_core::{
     ResourceRef, TraceContext, catalog,
 };
 use warden_store::pipeline::{AuditPipeline, PipelineConfig};
+use warden_store::postgres::{PgStore, Schema};
 use warden_store::{Appended, EncodedEvent, NewEvent, SqliteStore, Store};
 
 /// The allocator the `warden` binary uses.
@@ -434,5 +441,100 @@ fn store(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, pipeline, store);
+fn postgres_admin_url() -> String {
+    std::env::var("WARDEN_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Runs `sql` on the PostgreSQL server's admin database.
+fn postgres_admin(rt: &Runtime, sql: String) {
+    use sqlx::Connection;
+    rt.block_on(async {
+        let url = postgres_admin_url();
+        let mut conn = sqlx::PgConnection::connect(&url)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL is not reachable at {url}: {e}"));
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .expect("admin statement");
+    });
+}
+
+fn postgres(c: &mut Criterion) {
+    use std::str::FromStr;
+    let events = Events::new();
+    let rt = runtime();
+    let name = format!("warden_bench_{}", uuid::Uuid::now_v7().simple());
+    postgres_admin(&rt, format!("CREATE DATABASE {name}"));
+    let opts = sqlx::postgres::PgConnectOptions::from_str(&postgres_admin_url())
+        .expect("URL")
+        .database(&name);
+    let store: Arc<dyn Store> = Arc::new(
+        rt.block_on(PgStore::connect_with(opts, Schema::Migrate, 16))
+            .expect("connect"),
+    );
+    let mut group = c.benchmark_group("postgres");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(PIPELINE_EVENTS as u64));
+    for (bench, how) in [
+        ("pipeline/record_tasks", Submit::RecordTasks),
+        ("pipeline/record_many_100", Submit::RecordMany(100)),
+    ] {
+        let pipeline =
+            Arc::new(rt.block_on(async {
+                AuditPipeline::start(store.clone(), PipelineConfig::default())
+            }));
+        group.bench_function(bench, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let batch = events.make(PIPELINE_EVENTS);
+                    let started = Instant::now();
+                    let stored = rt.block_on(submit(&pipeline, batch, how));
+                    total += started.elapsed();
+                    assert_eq!(stored, PIPELINE_EVENTS);
+                }
+                total
+            })
+        });
+        let stats = pipeline.stats();
+        let (appended, batches) = (stats.appended.get(), stats.batches.get());
+        if appended > 0 {
+            eprintln!(
+                "postgres/{bench}: {appended} events in {batches} transactions ({:.0} per commit)",
+                appended as f64 / batches.max(1) as f64,
+            );
+        }
+        rt.block_on(pipeline.shutdown());
+    }
+    for size in [1usize, 1_000] {
+        group.throughput(Throughput::Elements(size as u64));
+        group.bench_function(BenchmarkId::new("store/append_events", size), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let batch: Vec<NewEvent> = events
+                        .make(size)
+                        .into_iter()
+                        .map(|event| NewEvent {
+                            event,
+                            dedupe: false,
+                        })
+                        .collect();
+                    let started = Instant::now();
+                    let out = rt.block_on(store.append_events(&batch)).expect("append");
+                    total += started.elapsed();
+                    black_box(out);
+                }
+                total
+            })
+        });
+    }
+    group.finish();
+    drop(store);
+    postgres_admin(&rt, format!("DROP DATABASE {name} WITH (FORCE)"));
+}
+
+criterion_group!(benches, pipeline, store, postgres);
 criterion_main!(benches);

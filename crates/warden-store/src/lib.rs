@@ -11,8 +11,10 @@
 //! only once its transaction is durable.
 
 pub mod checkpointer;
+pub mod database;
 pub mod model;
 pub mod pipeline;
+pub mod postgres;
 pub mod registry;
 pub mod sqlite;
 
@@ -22,7 +24,9 @@ use uuid::Uuid;
 use warden_audit::merkle::{Hash, NodeId};
 use warden_core::{Approval, ApprovalAnswer, AuditEvent, NewApproval, Result, TenantId};
 
+pub use database::{Database, OpenOptions, open};
 pub use model::*;
+pub use postgres::PgStore;
 pub use registry::{
     AgentFilter, ChangeKind, HistoryEntry, HistoryFilter, RegistryChange, RegistryRows,
     RegistryWrite, ServerFilter, StoredAgent, StoredServer, StoredTool, SubjectKind, ToolFilter,

@@ -1,25 +1,27 @@
-//! Approval requests in a real SQLite file: one action, one grant, used once; answers that
-//! race, expire or cross tenants are refused.
+//! Approval requests in the store, on SQLite and PostgreSQL (the same tests on each): one
+//! action, one grant, used once; answers that race, expire or cross tenants are refused.
+
+#[macro_use]
+mod common;
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
+use common::{Backend, TestDb};
 use serde_json::json;
 use uuid::Uuid;
 use warden_core::{
     ApprovalAnswer, ApprovalChannel, ApprovalStatus, NamespacePath, NewApproval, TenantId,
 };
-use warden_store::{AnswerError, ApprovalFilter, SqliteStore, Store};
+use warden_store::{AnswerError, ApprovalFilter, Store};
 
-async fn store() -> (tempfile::TempDir, Arc<SqliteStore>) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("warden.db"))
-        .await
-        .unwrap();
+async fn store(b: Backend) -> (TestDb, Arc<dyn Store>) {
+    let db = TestDb::new(b).await;
+    let store = db.open().await;
     for t in ["acme", "globex"] {
         store.ensure_tenant(&tenant(t)).await.unwrap();
     }
-    (dir, Arc::new(store))
+    (db, store)
 }
 
 fn tenant(t: &str) -> TenantId {
@@ -58,9 +60,8 @@ fn answer(approve: bool) -> ApprovalAnswer {
     }
 }
 
-#[tokio::test]
-async fn a_request_is_stored_pending_and_read_back_as_written() {
-    let (_dir, s) = store().await;
+async fn a_request_is_stored_pending_and_read_back_as_written(b: Backend) {
+    let (_db, s) = store(b).await;
     let new = request("acme", "acme/platform/api", "a1", soon());
     let a = s.create_approval(&new).await.unwrap();
     assert_eq!(a.id.get_version_num(), 7, "UUIDv7 ids");
@@ -85,9 +86,8 @@ async fn a_request_is_stored_pending_and_read_back_as_written() {
     );
 }
 
-#[tokio::test]
-async fn answers_apply_once_and_say_why_they_were_refused() {
-    let (_dir, s) = store().await;
+async fn answers_apply_once_and_say_why_they_were_refused(b: Backend) {
+    let (_db, s) = store(b).await;
     let acme = tenant("acme");
     let now = Utc::now();
     let a = s
@@ -159,9 +159,8 @@ async fn answers_apply_once_and_say_why_they_were_refused() {
     assert!(matches!(e, warden_core::Error::Conflict(m) if m.contains("expired")));
 }
 
-#[tokio::test]
-async fn two_answers_racing_exactly_one_wins() {
-    let (_dir, s) = store().await;
+async fn two_answers_racing_exactly_one_wins(b: Backend) {
+    let (_db, s) = store(b).await;
     let acme = tenant("acme");
     for _ in 0..5 {
         let a = s
@@ -191,9 +190,8 @@ async fn two_answers_racing_exactly_one_wins() {
     }
 }
 
-#[tokio::test]
-async fn a_grant_serves_exactly_its_own_action_once() {
-    let (_dir, s) = store().await;
+async fn a_grant_serves_exactly_its_own_action_once(b: Backend) {
+    let (_db, s) = store(b).await;
     let acme = tenant("acme");
     let now = Utc::now();
     let a = s
@@ -296,9 +294,8 @@ async fn a_grant_serves_exactly_its_own_action_once() {
     );
 }
 
-#[tokio::test]
-async fn concurrent_consumers_take_a_grant_once() {
-    let (_dir, s) = store().await;
+async fn concurrent_consumers_take_a_grant_once(b: Backend) {
+    let (_db, s) = store(b).await;
     let acme = tenant("acme");
     let a = s
         .create_approval(&request("acme", "acme/x", "once", soon()))
@@ -329,9 +326,8 @@ async fn concurrent_consumers_take_a_grant_once() {
     assert_eq!(used, 1);
 }
 
-#[tokio::test]
-async fn expiry_is_written_down_only_for_pending_requests_past_due() {
-    let (_dir, s) = store().await;
+async fn expiry_is_written_down_only_for_pending_requests_past_due(b: Backend) {
+    let (_db, s) = store(b).await;
     let acme = tenant("acme");
     let now = Utc::now();
     let a = s
@@ -385,9 +381,8 @@ async fn expiry_is_written_down_only_for_pending_requests_past_due() {
     );
 }
 
-#[tokio::test]
-async fn listing_filters_by_status_as_of_now_and_namespace_and_pages_newest_first() {
-    let (_dir, s) = store().await;
+async fn listing_filters_by_status_as_of_now_and_namespace_and_pages_newest_first(b: Backend) {
+    let (_db, s) = store(b).await;
     let acme = tenant("acme");
     let now = Utc::now();
     let mut ids = Vec::new();
@@ -489,9 +484,8 @@ async fn listing_filters_by_status_as_of_now_and_namespace_and_pages_newest_firs
     assert_eq!(pages, all, "keyset pages cover everything once");
 }
 
-#[tokio::test]
-async fn another_tenants_approval_does_not_exist() {
-    let (_dir, s) = store().await;
+async fn another_tenants_approval_does_not_exist(b: Backend) {
+    let (_db, s) = store(b).await;
     let a = s
         .create_approval(&request("acme", "acme/x", "t1", soon()))
         .await
@@ -517,12 +511,10 @@ async fn another_tenants_approval_does_not_exist() {
     assert_eq!(still.status, ApprovalStatus::Pending, "untouched");
 }
 
-#[tokio::test]
-async fn approvals_survive_reopening_the_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("warden.db");
+async fn approvals_survive_reopening_the_database(b: Backend) {
+    let db = TestDb::new(b).await;
     let id = {
-        let s = SqliteStore::open(&path).await.unwrap();
+        let s = db.open().await;
         s.ensure_tenant(&tenant("acme")).await.unwrap();
         let a = s
             .create_approval(&request("acme", "acme/x", "p", soon()))
@@ -534,7 +526,19 @@ async fn approvals_survive_reopening_the_file() {
         a.id
     };
     // A second handle, as the CLI has next to a running server.
-    let s = SqliteStore::open(&path).await.unwrap();
+    let s = db.open().await;
     let a = s.get_approval(&tenant("acme"), id).await.unwrap().unwrap();
     assert_eq!(a.status, ApprovalStatus::Approved);
 }
+
+on_both_backends!(
+    a_request_is_stored_pending_and_read_back_as_written,
+    answers_apply_once_and_say_why_they_were_refused,
+    two_answers_racing_exactly_one_wins,
+    a_grant_serves_exactly_its_own_action_once,
+    concurrent_consumers_take_a_grant_once,
+    expiry_is_written_down_only_for_pending_requests_past_due,
+    listing_filters_by_status_as_of_now_and_namespace_and_pages_newest_first,
+    another_tenants_approval_does_not_exist,
+    approvals_survive_reopening_the_database,
+);

@@ -1,11 +1,16 @@
-//! The registry in a real SQLite file: changes apply whole or not at all, concurrent changes
-//! from the same version cannot both win, names and aliases are unique per tenant, lists
-//! filter and page by keyset, and one tenant never sees another's records.
+//! The registry in the store, on SQLite and PostgreSQL (the same tests on each): changes
+//! apply whole or not at all, concurrent changes from the same version cannot both win, names
+//! and aliases are unique per tenant, lists filter and page by keyset, and one tenant never
+//! sees another's records.
+
+#[macro_use]
+mod common;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use common::{Backend, TestDb};
 use serde_json::json;
 use uuid::Uuid;
 use warden_core::{Actor, AuditEvent, Error, TenantId};
@@ -15,15 +20,13 @@ use warden_registry::model::{
 use warden_registry::pin::{ToolDefinition, digest};
 use warden_store::{
     AgentFilter, ChangeKind, HistoryEntry, HistoryFilter, RegistryChange, RegistryWrite,
-    ServerFilter, SqliteStore, Store, SubjectKind, ToolFilter,
+    ServerFilter, Store, SubjectKind, ToolFilter,
 };
 
-async fn store() -> (tempfile::TempDir, Arc<SqliteStore>) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("warden.db"))
-        .await
-        .unwrap();
-    (dir, Arc::new(store))
+async fn store(b: Backend) -> (TestDb, Arc<dyn Store>) {
+    let db = TestDb::new(b).await;
+    let store = db.open().await;
+    (db, store)
 }
 
 fn tenant(t: &str) -> TenantId {
@@ -121,7 +124,7 @@ fn change(t: &str, writes: Vec<RegistryWrite>) -> RegistryChange {
     }
 }
 
-async fn insert_server(s: &SqliteStore, t: &str, name: &str, alias: &str) {
+async fn insert_server(s: &Arc<dyn Store>, t: &str, name: &str, alias: &str) {
     s.registry_apply(&change(
         t,
         vec![RegistryWrite::InsertServer(server(name, alias))],
@@ -137,9 +140,8 @@ fn conflict(r: warden_core::Result<()>) -> String {
     }
 }
 
-#[tokio::test]
-async fn records_round_trip_with_their_columns() {
-    let (_dir, s) = store().await;
+async fn records_round_trip_with_their_columns(b: Backend) {
+    let (_db, s) = store(b).await;
     let acme = tenant("acme");
     let srv = server("io.github.acme/deploy", "deploy");
     let mut t = tool("io.github.acme/deploy", "delete_env");
@@ -197,9 +199,8 @@ async fn records_round_trip_with_their_columns() {
     assert!(s.registry_stamp().await.unwrap().is_some());
 }
 
-#[tokio::test]
-async fn duplicates_are_conflicts_that_say_what_is_taken() {
-    let (_dir, s) = store().await;
+async fn duplicates_are_conflicts_that_say_what_is_taken(b: Backend) {
+    let (_db, s) = store(b).await;
     insert_server(&s, "acme", "io.github.acme/deploy", "deploy").await;
     let m = conflict(
         s.registry_apply(&change(
@@ -273,9 +274,8 @@ async fn duplicates_are_conflicts_that_say_what_is_taken() {
     assert!(m.contains("already has an agent named \"ci-bot\""), "{m}");
 }
 
-#[tokio::test]
-async fn two_changes_from_the_same_version_cannot_both_win() {
-    let (_dir, s) = store().await;
+async fn two_changes_from_the_same_version_cannot_both_win(b: Backend) {
+    let (_db, s) = store(b).await;
     let acme = tenant("acme");
     insert_server(&s, "acme", "io.github.acme/deploy", "deploy").await;
     let read = s
@@ -383,9 +383,8 @@ async fn two_changes_from_the_same_version_cannot_both_win() {
     conflict(s.registry_apply(&agent_update(1)).await);
 }
 
-#[tokio::test]
-async fn a_change_applies_whole_or_not_at_all() {
-    let (_dir, s) = store().await;
+async fn a_change_applies_whole_or_not_at_all(b: Backend) {
+    let (_db, s) = store(b).await;
     let acme = tenant("acme");
     insert_server(&s, "acme", "io.github.acme/deploy", "deploy").await;
     let stamp = s.registry_stamp().await.unwrap();
@@ -430,9 +429,8 @@ async fn a_change_applies_whole_or_not_at_all() {
     assert!(s.registry_apply(&cross).await.is_err());
 }
 
-#[tokio::test]
-async fn lists_filter_and_page_by_keyset() {
-    let (_dir, s) = store().await;
+async fn lists_filter_and_page_by_keyset(b: Backend) {
+    let (_db, s) = store(b).await;
     let acme = tenant("acme");
     let mut writes = Vec::new();
     for i in 0..25 {
@@ -672,9 +670,8 @@ async fn lists_filter_and_page_by_keyset() {
     assert!(agents.is_empty());
 }
 
-#[tokio::test]
-async fn tenants_never_see_each_other() {
-    let (_dir, s) = store().await;
+async fn tenants_never_see_each_other(b: Backend) {
+    let (_db, s) = store(b).await;
     let (acme, globex) = (tenant("acme"), tenant("globex"));
     insert_server(&s, "acme", "io.github.acme/deploy", "deploy").await;
     let mut c = change(
@@ -769,9 +766,8 @@ async fn tenants_never_see_each_other() {
     );
 }
 
-#[tokio::test]
-async fn history_filters_and_pages_newest_first() {
-    let (_dir, s) = store().await;
+async fn history_filters_and_pages_newest_first(b: Backend) {
+    let (_db, s) = store(b).await;
     let acme = tenant("acme");
     insert_server(&s, "acme", "io.github.acme/deploy", "deploy").await;
     let mut entries = Vec::new();
@@ -844,3 +840,13 @@ async fn history_filters_and_pages_newest_first() {
         Some(entries.last().unwrap().id.to_string())
     );
 }
+
+on_both_backends!(
+    records_round_trip_with_their_columns,
+    duplicates_are_conflicts_that_say_what_is_taken,
+    two_changes_from_the_same_version_cannot_both_win,
+    a_change_applies_whole_or_not_at_all,
+    lists_filter_and_page_by_keyset,
+    tenants_never_see_each_other,
+    history_filters_and_pages_newest_first,
+);

@@ -113,7 +113,7 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
                 None => logs,
             };
             if tenants.is_empty() {
-                println!("no audit logs in {}", args.data_dir.display());
+                println!("no audit logs in {}", args.describe());
             }
             let mut failed = false;
             for t in tenants {

@@ -17,9 +17,18 @@ pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, env = "WARDEN_LISTEN")]
     listen: Option<String>,
-    /// Folder for the database, keys and everything else that must persist [default: ./warden-data].
+    /// Folder for the keys, the default SQLite database and everything else that must
+    /// persist [default: ./warden-data].
     #[arg(long, env = "WARDEN_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// The system of record: postgres://USER@HOST:PORT/DB or sqlite://PATH
+    /// [default: DATA_DIR/warden.db].
+    #[arg(long, env = "WARDEN_DATABASE", hide_env_values = true)]
+    database: Option<String>,
+    /// Apply pending PostgreSQL migrations on start; with false, a database that is not
+    /// migrated to this version is refused (run `warden migrate`) [default: true].
+    #[arg(long, env = "WARDEN_MIGRATE_ON_START", value_name = "BOOL")]
+    migrate_on_start: Option<bool>,
     /// Policy directory: POLICIES/<namespace path>/*.cedar, watched for changes.
     #[arg(long, env = "WARDEN_POLICIES")]
     policies: Option<PathBuf>,
@@ -45,6 +54,8 @@ pub struct ServeArgs {
 struct FileConfig {
     listen: Option<String>,
     data_dir: Option<PathBuf>,
+    database: Option<String>,
+    migrate_on_start: Option<bool>,
     policies: Option<PathBuf>,
     checkpoint_key: Option<PathBuf>,
     max_body_bytes: Option<usize>,
@@ -61,6 +72,8 @@ impl ServeArgs {
         self.config.is_some()
             || self.listen.is_some()
             || self.data_dir.is_some()
+            || self.database.is_some()
+            || self.migrate_on_start.is_some()
             || self.policies.is_some()
             || self.checkpoint_key.is_some()
             || self.max_body_bytes.is_some()
@@ -84,6 +97,14 @@ impl ServeArgs {
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from("./warden-data"));
         let mut c = ServerConfig::new(data_dir);
+        c.database = self
+            .database
+            .or(file.database)
+            .map(|d| warden_store::Database::parse(&d))
+            .transpose()?;
+        if let Some(m) = self.migrate_on_start.or(file.migrate_on_start) {
+            c.migrate_on_start = m;
+        }
         if let Some(l) = self.listen.or(file.listen) {
             c.listen = l;
         }

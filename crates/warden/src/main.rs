@@ -5,6 +5,7 @@ mod audit_cmd;
 mod config;
 mod duration;
 mod gateway_cmd;
+mod migrate_cmd;
 mod policy_cmd;
 mod registry_cmd;
 mod remote;
@@ -52,6 +53,8 @@ enum Command {
     /// The registry of tool servers, tools and agents: import, list, lifecycle.
     #[command(subcommand)]
     Registry(registry_cmd::RegistryCommand),
+    /// Apply the database migrations this version needs (PostgreSQL or SQLite).
+    Migrate(migrate_cmd::MigrateArgs),
 }
 
 fn init_logging() {
@@ -90,6 +93,7 @@ fn main() -> ExitCode {
             Command::Approvals(cmd) => approvals_cmd::run(cmd).await,
             Command::Registry(cmd) => registry_cmd::run(cmd).await,
             Command::Gateway(cmd) => gateway_cmd::run(cmd).await,
+            Command::Migrate(args) => migrate_cmd::run(args).await,
         }
     });
     match result {

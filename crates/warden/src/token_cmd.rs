@@ -8,36 +8,70 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use warden_core::{Actor, NamespacePath, Role, TenantId, catalog};
-use warden_store::{SqliteStore, Store};
+use warden_store::{Database, OpenOptions, Store};
 
 #[derive(Args, Debug)]
 pub struct StoreArgs {
-    /// The server's data directory.
+    /// The server's data directory (keys; the default SQLite database).
     #[arg(long, env = "WARDEN_DATA_DIR", default_value = "./warden-data")]
     pub data_dir: PathBuf,
+    /// The system of record: postgres://USER@HOST:PORT/DB or sqlite://PATH
+    /// [default: DATA_DIR/warden.db].
+    #[arg(long, env = "WARDEN_DATABASE", hide_env_values = true)]
+    pub database: Option<String>,
 }
 
 impl StoreArgs {
-    /// Opens the store, creating the data directory and the database on first use.
+    pub fn database(&self) -> anyhow::Result<Database> {
+        Ok(Database::or_data_dir(
+            self.database.as_deref(),
+            &self.data_dir,
+        )?)
+    }
+
+    /// Opens the store, creating the data directory and an SQLite database on first use.
+    /// A PostgreSQL database must already be migrated (`warden migrate`): only `serve` and
+    /// `migrate` change its schema.
     pub async fn open(&self) -> anyhow::Result<Arc<dyn Store>> {
         std::fs::create_dir_all(&self.data_dir)
             .with_context(|| format!("cannot create {}", self.data_dir.display()))?;
-        let path = warden_api::server::database_path(&self.data_dir);
-        Ok(Arc::new(SqliteStore::open(&path).await?))
+        self.connect().await
     }
 
     /// Opens an existing store. A data directory without a database is an error, not a new
     /// empty store: otherwise a mistyped `--data-dir` would verify, export or list nothing
     /// and succeed.
     pub async fn open_existing(&self) -> anyhow::Result<Arc<dyn Store>> {
-        let path = warden_api::server::database_path(&self.data_dir);
-        if !path.is_file() {
+        if let Database::Sqlite(path) = self.database()?
+            && !path.is_file()
+        {
             anyhow::bail!(
-                "no Warden database at {} (is --data-dir right?)",
+                "no Warden database at {} (is --data-dir or --database right?)",
                 path.display()
             );
         }
-        Ok(Arc::new(SqliteStore::open(&path).await?))
+        self.connect().await
+    }
+
+    async fn connect(&self) -> anyhow::Result<Arc<dyn Store>> {
+        let db = self.database()?;
+        warden_store::open(
+            &db,
+            OpenOptions {
+                migrate: false,
+                ..OpenOptions::default()
+            },
+        )
+        .await
+        .with_context(|| format!("cannot open the system of record {db}"))
+    }
+
+    /// Where the audit trail lives, for messages.
+    pub fn describe(&self) -> String {
+        match self.database() {
+            Ok(db) => db.to_string(),
+            Err(_) => self.data_dir.display().to_string(),
+        }
     }
 }
 

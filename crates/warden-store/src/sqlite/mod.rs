@@ -159,6 +159,11 @@ impl SqliteStore {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+
+    /// The versions of the migrations this build applies, oldest first.
+    pub fn migrations() -> Vec<i64> {
+        MIGRATOR.iter().map(|m| m.version).collect()
+    }
 }
 
 /// Any database failure makes the caller's request unanswerable now; the door turns it into

@@ -24,6 +24,8 @@ const WARDEN_ENV: &[&str] = &[
     "WARDEN_CONFIG",
     "WARDEN_LISTEN",
     "WARDEN_DATA_DIR",
+    "WARDEN_DATABASE",
+    "WARDEN_MIGRATE_ON_START",
     "WARDEN_POLICIES",
     "WARDEN_CHECKPOINT_KEY",
     "WARDEN_MAX_BODY_BYTES",
@@ -247,7 +249,12 @@ impl Server {
 
     /// [`Server::start`] with the policies of another directory.
     pub async fn start_with(data_dir: &Path, policies: &Path) -> Server {
-        let mut child = command(&[
+        Self::start_args(data_dir, policies, &[]).await
+    }
+
+    /// [`Server::start_with`] with more `serve` arguments (`--database …`).
+    pub async fn start_args(data_dir: &Path, policies: &Path, extra: &[&str]) -> Server {
+        let mut args = vec![
             "serve",
             "--data-dir",
             path_str(data_dir),
@@ -255,13 +262,15 @@ impl Server {
             path_str(policies),
             "--listen",
             "127.0.0.1:0",
-        ])
-        .env("WARDEN_LOG", "info,sqlx=warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("warden serve starts");
+        ];
+        args.extend_from_slice(extra);
+        let mut child = command(&args)
+            .env("WARDEN_LOG", "info,sqlx=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("warden serve starts");
 
         // Keep draining stderr for the whole life of the process (a full pipe would block
         // it), remember it for failure messages, and pick out the address it listens on.

@@ -1,0 +1,112 @@
+//! API-managed policy texts in PostgreSQL: one row per version of a namespace's text.
+
+use chrono::Utc;
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+use warden_core::{Error, Result, TenantId};
+
+use super::{PgStore, db_err, from_us, us};
+use crate::model::{PolicyChange, PolicyVersion};
+
+fn policy_from_row(r: &PgRow) -> Result<PolicyVersion> {
+    Ok(PolicyVersion {
+        tenant: TenantId::parse(r.get::<&str, _>("tenant"))?,
+        namespace: r.get("namespace"),
+        version: r.get("version"),
+        text: r.get("text"),
+        sha256: r.get("sha256"),
+        author: r.get("author"),
+        message: r.get("message"),
+        created_at: from_us(r.get("created_us")),
+    })
+}
+
+pub(super) async fn put(store: &PgStore, c: PolicyChange) -> Result<PolicyVersion> {
+    let mut tx = store.pool.begin().await.map_err(db_err)?;
+    // Writers of one namespace take turns (a transaction-scoped advisory lock on it), so the
+    // version read below is still the latest when the next one is inserted, and a stale
+    // `expected_version` is refused with its reason rather than a key violation.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("warden.policy:{}:{}", c.tenant, c.namespace))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+    let current: Option<i64> = sqlx::query_scalar(
+        "SELECT MAX(version) FROM policy_versions WHERE tenant = $1 AND namespace = $2",
+    )
+    .bind(c.tenant.as_str())
+    .bind(c.namespace.as_str())
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    let current = current.unwrap_or(0);
+    if let Some(expected) = c.expected_version
+        && expected != current
+    {
+        return Err(Error::Conflict(format!(
+            "policies of {} are at version {current}, not {expected}; reload and apply your change again",
+            c.namespace
+        )));
+    }
+    let v = PolicyVersion {
+        tenant: c.tenant.clone(),
+        namespace: c.namespace.as_str().to_owned(),
+        version: current + 1,
+        sha256: c
+            .text
+            .as_deref()
+            .map(|t| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(t.as_bytes()))),
+        text: c.text,
+        author: c.author,
+        message: c.message,
+        created_at: from_us(us(Utc::now())),
+    };
+    sqlx::query(
+        "INSERT INTO policy_versions (tenant, namespace, version, text, sha256, author, message, created_us) \
+         VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
+    )
+    .bind(v.tenant.as_str())
+    .bind(&v.namespace)
+    .bind(v.version)
+    .bind(&v.text)
+    .bind(&v.sha256)
+    .bind(&v.author)
+    .bind(&v.message)
+    .bind(us(v.created_at))
+    .execute(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    tx.commit().await.map_err(db_err)?;
+    Ok(v)
+}
+
+pub(super) async fn current(store: &PgStore) -> Result<Vec<PolicyVersion>> {
+    let rows = sqlx::query(
+        "SELECT DISTINCT ON (tenant, namespace) * FROM policy_versions \
+         ORDER BY tenant, namespace, version DESC",
+    )
+    .fetch_all(&store.pool)
+    .await
+    .map_err(db_err)?;
+    rows.iter()
+        .filter(|r| r.get::<Option<&str>, _>("text").is_some())
+        .map(policy_from_row)
+        .collect()
+}
+
+pub(super) async fn history(
+    store: &PgStore,
+    tenant: &TenantId,
+    namespace: Option<&str>,
+) -> Result<Vec<PolicyVersion>> {
+    let rows = sqlx::query(
+        "SELECT * FROM policy_versions WHERE tenant = $1 AND ($2::text IS NULL OR namespace = $2) \
+         ORDER BY namespace, version DESC",
+    )
+    .bind(tenant.as_str())
+    .bind(namespace)
+    .fetch_all(&store.pool)
+    .await
+    .map_err(db_err)?;
+    rows.iter().map(policy_from_row).collect()
+}

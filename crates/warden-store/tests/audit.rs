@@ -1,0 +1,348 @@
+//! The audit trail in the store, on SQLite and PostgreSQL: each tenant's events form one
+//! Merkle log whatever writes to it, re-sent events are recorded once, queries see only the
+//! caller's tenant, checkpoints are kept per tenant.
+
+#[macro_use]
+mod common;
+
+use std::sync::Arc;
+
+use chrono::{TimeZone, Utc};
+use serde_json::json;
+use warden_audit::merkle::{CompactRange, Hash, NodeId, root_from_leaves};
+use warden_core::{Actor, AuditEvent, NamespacePath, TenantId};
+use warden_store::{
+    Appended, EventFilter, NewEvent, PageRequest, STORED_NODE_MIN_LEVEL, Store, StoredCheckpoint,
+};
+
+use common::{Backend, TestDb};
+
+fn tenant(t: &str) -> TenantId {
+    TenantId::parse(t).unwrap()
+}
+
+fn event(tenant: &str, namespace: &str, n: usize) -> AuditEvent {
+    AuditEvent::new(
+        tenant,
+        namespace,
+        "authz.decision",
+        "warden.api",
+        Actor {
+            agent: Some(format!("agent-{}", n % 3)),
+            ..Default::default()
+        },
+        json!({"n": n}),
+    )
+}
+
+fn new(event: AuditEvent, dedupe: bool) -> NewEvent {
+    NewEvent { event, dedupe }
+}
+
+fn seqs(out: &[Appended]) -> Vec<Option<u64>> {
+    out.iter()
+        .map(|a| match a {
+            Appended::Stored { seq } => Some(*seq),
+            Appended::Duplicate => None,
+        })
+        .collect()
+}
+
+/// Every leaf of the tenant's log, in order.
+async fn leaves(s: &Arc<dyn Store>, t: &TenantId) -> Vec<Hash> {
+    let mut out = Vec::new();
+    loop {
+        let page = s.events_in_order(t, out.len() as u64, 500).await.unwrap();
+        if page.is_empty() {
+            return out;
+        }
+        for e in page {
+            assert_eq!(e.seq, out.len() as u64, "no gap in the sequence");
+            out.push(e.leaf_hash);
+        }
+    }
+}
+
+/// The stored head is the tree of the stored leaves, and every node a proof can ask for
+/// (stored or recomputed) is that tree's.
+async fn assert_one_tree(s: &Arc<dyn Store>, t: &TenantId, size: u64) {
+    let leaves = leaves(s, t).await;
+    assert_eq!(leaves.len() as u64, size, "leaves of {t}");
+    let head = s.merkle_head(t).await.unwrap();
+    assert_eq!(head.size, size);
+    let range = CompactRange::from_frontier(head.size, head.frontier).unwrap();
+    assert_eq!(range.root(), root_from_leaves(&leaves), "head root of {t}");
+    let mut ids = Vec::new();
+    for level in [0u8, 2, STORED_NODE_MIN_LEVEL, STORED_NODE_MIN_LEVEL + 1] {
+        let width = 1u64 << level;
+        for index in 0..size / width {
+            ids.push(NodeId::new(level, index));
+        }
+    }
+    for (id, h) in s.merkle_nodes(t, &ids).await.unwrap() {
+        let from = (id.index << id.level) as usize;
+        let to = from + (1usize << id.level);
+        assert_eq!(h, root_from_leaves(&leaves[from..to]), "node {id:?} of {t}");
+    }
+}
+
+async fn appended_events_extend_each_tenants_own_log(b: Backend) {
+    let db = TestDb::new(b).await;
+    let s = db.open().await;
+    // Interleaved tenants in one batch: each gets its own sequence from 0, in batch order.
+    let batch: Vec<NewEvent> = (0..40)
+        .map(|n| {
+            let t = if n % 4 == 3 { "globex" } else { "acme" };
+            new(event(t, &format!("{t}/platform"), n), false)
+        })
+        .collect();
+    let out = s.append_events(&batch).await.unwrap();
+    let mut acme = 0u64;
+    let mut globex = 0u64;
+    for (e, a) in batch.iter().zip(&out) {
+        let next = if e.event.header.tenant == "acme" {
+            &mut acme
+        } else {
+            &mut globex
+        };
+        assert_eq!(*a, Appended::Stored { seq: *next });
+        *next += 1;
+    }
+    assert_eq!((acme, globex), (30, 10));
+    // A second batch continues where the first stopped.
+    let more: Vec<NewEvent> = (40..75)
+        .map(|n| new(event("acme", "acme/platform", n), false))
+        .collect();
+    let out = s.append_events(&more).await.unwrap();
+    assert_eq!(seqs(&out), (30..65).map(Some).collect::<Vec<_>>());
+    assert_one_tree(&s, &tenant("acme"), 65).await;
+    assert_one_tree(&s, &tenant("globex"), 10).await;
+    assert_eq!(
+        s.log_tenants().await.unwrap(),
+        vec![tenant("acme"), tenant("globex")]
+    );
+    // What was stored is what was appended, byte for byte.
+    let first = &s.events_in_order(&tenant("acme"), 0, 1).await.unwrap()[0];
+    assert_eq!(first.event, batch[0].event);
+    assert_eq!(
+        first.header_json.as_bytes(),
+        batch[0].event.header.canonical_bytes()
+    );
+    assert_eq!(first.payload_json.as_deref(), Some(r#"{"n":0}"#));
+}
+
+async fn resent_events_are_recorded_once(b: Backend) {
+    let db = TestDb::new(b).await;
+    let s = db.open().await;
+    let a = event("acme", "acme/x", 1);
+    let c = event("acme", "acme/x", 2);
+    let out = s
+        .append_events(&[
+            new(a.clone(), true),
+            new(a.clone(), true),
+            new(c.clone(), true),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        seqs(&out),
+        [Some(0), None, Some(1)],
+        "a duplicate inside the batch"
+    );
+    let out = s
+        .append_events(&[new(c.clone(), true), new(event("acme", "acme/x", 3), true)])
+        .await
+        .unwrap();
+    assert_eq!(seqs(&out), [None, Some(2)], "a duplicate of a stored event");
+    // The same id in another tenant is another event.
+    let mut other = a.clone();
+    other.header.tenant = "globex".into();
+    other.header.namespace = "globex".into();
+    let out = s.append_events(&[new(other, true)]).await.unwrap();
+    assert_eq!(seqs(&out), [Some(0)]);
+    // A batch of nothing but duplicates leaves the log as it was.
+    let out = s.append_events(&[new(a, true)]).await.unwrap();
+    assert_eq!(seqs(&out), [None]);
+    assert_one_tree(&s, &tenant("acme"), 3).await;
+}
+
+async fn queries_filter_page_and_stay_in_their_tenant(b: Backend) {
+    let db = TestDb::new(b).await;
+    let s = db.open().await;
+    let mut batch = Vec::new();
+    for n in 0..30 {
+        let ns = match n % 3 {
+            0 => "acme/platform",
+            1 => "acme/platform/api",
+            _ => "acme/platform_x", // '_' is no wildcard, and not below acme/platform
+        };
+        batch.push(new(event("acme", ns, n), false));
+    }
+    batch.push(new(event("globex", "globex/platform", 99), false));
+    s.append_events(&batch).await.unwrap();
+    let acme = tenant("acme");
+    let all = |f: EventFilter| {
+        let s = s.clone();
+        let acme = acme.clone();
+        async move {
+            s.query_events(
+                &acme,
+                &f,
+                PageRequest {
+                    after_seq: None,
+                    limit: 1000,
+                    oldest_first: true,
+                },
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let subtree = all(EventFilter {
+        namespace: Some(NamespacePath::parse("acme/platform").unwrap()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(subtree.len(), 20);
+    assert!(
+        subtree
+            .iter()
+            .all(|e| e.columns.namespace != "acme/platform_x")
+    );
+    let agent = all(EventFilter {
+        agent: Some("agent-1".into()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(agent.len(), 10);
+    let future = all(EventFilter {
+        from: Some(Utc::now() + chrono::Duration::hours(1)),
+        ..Default::default()
+    })
+    .await;
+    assert!(future.is_empty());
+
+    // Newest first, by keyset.
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = s
+            .query_events(
+                &acme,
+                &EventFilter::default(),
+                PageRequest {
+                    after_seq: after,
+                    limit: 7,
+                    oldest_first: false,
+                },
+            )
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.seq);
+        seen.extend(page.iter().map(|e| e.seq));
+    }
+    assert_eq!(seen, (0..30).rev().collect::<Vec<u64>>());
+
+    // Another tenant's event does not exist for this one.
+    let theirs = batch.last().unwrap().event.header.id.to_string();
+    assert!(s.get_event(&acme, &theirs).await.unwrap().is_none());
+    let globex = s
+        .get_event(&tenant("globex"), &theirs)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(globex.seq, 0);
+}
+
+async fn events_of_any_time_are_stored(b: Backend) {
+    // Months far in the past or future have no partition of their own on PostgreSQL: the
+    // append must not fail for it.
+    let db = TestDb::new(b).await;
+    let s = db.open().await;
+    let mut old = event("acme", "acme", 0);
+    old.header.time = Utc.with_ymd_and_hms(2001, 2, 3, 4, 5, 6).unwrap();
+    let mut late = event("acme", "acme", 1);
+    late.header.time = Utc.with_ymd_and_hms(2090, 1, 1, 0, 0, 0).unwrap();
+    let now = event("acme", "acme", 2);
+    let out = s
+        .append_events(&[new(old.clone(), false), new(late, false), new(now, false)])
+        .await
+        .unwrap();
+    assert_eq!(seqs(&out), [Some(0), Some(1), Some(2)]);
+    let got = s
+        .get_event(&tenant("acme"), &old.header.id.to_string())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.event.header.time, old.header.time);
+    assert_one_tree(&s, &tenant("acme"), 3).await;
+}
+
+async fn checkpoints_are_kept_per_tenant_once_per_size(b: Backend) {
+    let db = TestDb::new(b).await;
+    let s = db.open().await;
+    let cp = |size: u64, note: &str| StoredCheckpoint {
+        size,
+        root: [size as u8; 32],
+        time: Utc
+            .timestamp_micros(1_700_000_000_000_000 + size as i64)
+            .unwrap(),
+        note: note.into(),
+    };
+    let acme = tenant("acme");
+    assert!(s.latest_checkpoint(&acme).await.unwrap().is_none());
+    s.insert_checkpoint(&acme, &cp(10, "ten")).await.unwrap();
+    s.insert_checkpoint(&acme, &cp(4, "four")).await.unwrap();
+    // Two nodes signing the same size: the first one stays.
+    s.insert_checkpoint(&acme, &cp(10, "ten again"))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.checkpoints(&acme).await.unwrap(),
+        vec![cp(4, "four"), cp(10, "ten")]
+    );
+    assert_eq!(
+        s.latest_checkpoint(&acme).await.unwrap(),
+        Some(cp(10, "ten"))
+    );
+    assert!(s.checkpoints(&tenant("globex")).await.unwrap().is_empty());
+}
+
+async fn two_writers_on_one_database_extend_one_tree(b: Backend) {
+    // Two handles stand for two processes (two nodes, or the server and the CLI): each has
+    // its own connections, and both append to the same tenants at once.
+    let db = TestDb::new(b).await;
+    let (one, two) = (db.open().await, db.open().await);
+    let writer = |s: Arc<dyn Store>, who: usize| {
+        tokio::spawn(async move {
+            let mut stored = 0;
+            for round in 0..15 {
+                let batch: Vec<NewEvent> = (0..20)
+                    .map(|n| {
+                        let t = if n % 2 == 0 { "acme" } else { "globex" };
+                        new(event(t, t, who * 10_000 + round * 100 + n), false)
+                    })
+                    .collect();
+                let out = s.append_events(&batch).await.unwrap();
+                stored += out.iter().filter(|a| **a != Appended::Duplicate).count();
+            }
+            stored
+        })
+    };
+    let (a, c) = tokio::join!(writer(one.clone(), 1), writer(two.clone(), 2));
+    assert_eq!(a.unwrap() + c.unwrap(), 600);
+    for t in ["acme", "globex"] {
+        assert_one_tree(&one, &tenant(t), 300).await;
+        assert_one_tree(&two, &tenant(t), 300).await;
+    }
+}
+
+on_both_backends!(
+    appended_events_extend_each_tenants_own_log,
+    resent_events_are_recorded_once,
+    queries_filter_page_and_stay_in_their_tenant,
+    events_of_any_time_are_stored,
+    checkpoints_are_kept_per_tenant_once_per_size,
+    two_writers_on_one_database_extend_one_tree,
+);

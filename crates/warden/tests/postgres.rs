@@ -1,0 +1,284 @@
+//! Warden on PostgreSQL, end to end with the real binary: `warden migrate`, tokens, `warden
+//! serve --database postgres://…` answering decisions, `warden audit verify` over the same
+//! database; and two server processes on one database under concurrent load, whose tenant
+//! log stays one sequence with no gap and no fork.
+//!
+//! Each test creates a database of its own on the server at `WARDEN_TEST_POSTGRES_URL`
+//! (default `postgres://postgres@127.0.0.1:5432/postgres`) and drops it afterwards. An
+//! unreachable server fails the test.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use reqwest::StatusCode;
+use sqlx::Connection;
+
+fn admin_url() -> String {
+    std::env::var("WARDEN_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A fresh database, dropped (whatever still holds a connection) when this goes.
+struct PgDatabase {
+    name: String,
+    url: String,
+}
+
+impl PgDatabase {
+    async fn create() -> PgDatabase {
+        let admin = admin_url();
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "PostgreSQL is not reachable at {admin}: {e}\n\
+                     These tests run Warden on PostgreSQL and do not skip: start it \
+                     (`pg_ctlcluster 15 main start`) or set WARDEN_TEST_POSTGRES_URL."
+                )
+            });
+        let name = format!("warden_test_{}", uuid::Uuid::now_v7().simple());
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("create the test database");
+        let base = admin.split('?').next().unwrap_or(&admin);
+        let host_end = base
+            .find("://")
+            .and_then(|i| base[i + 3..].find('/').map(|j| i + 3 + j))
+            .unwrap_or(base.len());
+        let url = format!("{}/{name}", &base[..host_end]);
+        PgDatabase { name, url }
+    }
+
+    async fn connect(&self) -> sqlx::PgConnection {
+        sqlx::PgConnection::connect(&self.url)
+            .await
+            .expect("connect to the test database")
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url()).await {
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut conn)
+                    .await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
+async fn token(data: &Path, url: &str, role: &[&str]) -> CliToken {
+    let mut args = vec!["--database", url, "--tenant", "acme"];
+    args.extend_from_slice(role);
+    create_token(data, &args).await
+}
+
+async fn agent(data: &Path, url: &str) -> CliToken {
+    token(
+        data,
+        url,
+        &[
+            "--role",
+            "agent",
+            "--agent",
+            "claude-code",
+            "--on-behalf-of",
+            "alice",
+            "--namespace",
+            "acme/platform/api",
+        ],
+    )
+    .await
+}
+
+async fn verify_on(data: &Path, url: &str) -> Out {
+    warden(&[
+        "audit",
+        "verify",
+        "--data-dir",
+        path_str(data),
+        "--database",
+        url,
+    ])
+    .await
+}
+
+/// (events, lowest seq, highest seq, distinct seqs, distinct ids) of tenant acme's log.
+async fn log_shape(db: &PgDatabase) -> (i64, i64, i64, i64, i64) {
+    let mut conn = db.connect().await;
+    sqlx::query_as(
+        "SELECT count(*), coalesce(min(seq), -1), coalesce(max(seq), -1), count(DISTINCT seq), \
+         count(DISTINCT id) FROM audit_events WHERE tenant = 'acme'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .expect("log shape")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_on_postgres_decides_records_and_verifies() {
+    let db = PgDatabase::create().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+
+    // The CLI does not change a schema: an unmigrated database is refused with what to do.
+    let out = warden(&[
+        "token",
+        "create",
+        "--data-dir",
+        path_str(&data),
+        "--database",
+        &db.url,
+        "--tenant",
+        "acme",
+        "--role",
+        "auditor",
+    ])
+    .await;
+    assert!(!out.success(), "{}", out.text());
+    assert!(out.stderr.contains("warden migrate"), "{}", out.text());
+
+    let out = warden(&["migrate", "--database", &db.url]).await;
+    assert!(out.success(), "{}", out.text());
+    assert!(out.stdout.contains("schema at version"), "{}", out.text());
+
+    let agent = agent(&data, &db.url).await;
+    let mut server = Server::start_args(&data, &example_policies(), &["--database", &db.url]).await;
+    let client = client();
+    for i in 0..3 {
+        let (body, expected) = decision_request(i);
+        let (status, v) = authorize(&client, &server.base, &agent.secret, &body)
+            .await
+            .expect("authorize");
+        assert_eq!(status, StatusCode::OK, "{v}\n{}", server.log());
+        assert_eq!(v["decision"], expected, "{v}");
+    }
+    let status = server.terminate().await;
+    assert!(status.success(), "{}", server.log());
+
+    // Everything went to PostgreSQL: no SQLite file beside the keys.
+    assert!(
+        !data.join("warden.db").exists(),
+        "an SQLite file was created"
+    );
+    let out = verify_on(&data, &db.url).await;
+    assert!(out.success(), "{}", out.text());
+    assert!(out.stdout.contains("acme: ok"), "{}", out.text());
+    let (events, lo, hi, seqs, ids) = log_shape(&db).await;
+    assert!(
+        events >= 4,
+        "3 decisions and the token's creation: {events}"
+    );
+    assert_eq!((lo, hi, seqs, ids), (0, events - 1, events, events));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_one_database_keep_one_log_under_load() {
+    let db = PgDatabase::create().await;
+    let tmp = tempfile::tempdir().unwrap();
+    // The nodes share the keys (checkpoint signing, redaction): here the same data dir.
+    let data = tmp.path().join("data");
+    let out = warden(&["migrate", "--database", &db.url]).await;
+    assert!(out.success(), "{}", out.text());
+    let agent = agent(&data, &db.url).await;
+
+    let one = Server::start_args(
+        &data,
+        &example_policies(),
+        &["--database", &db.url, "--checkpoint-every-events", "200"],
+    )
+    .await;
+    // The second node may not migrate: the schema is current, so it starts.
+    let two = Server::start_args(
+        &data,
+        &example_policies(),
+        &[
+            "--database",
+            &db.url,
+            "--migrate-on-start",
+            "false",
+            "--checkpoint-every-events",
+            "200",
+        ],
+    )
+    .await;
+    let load_one = Load::start(&one.base, &agent.secret, 4);
+    let load_two = Load::start(&two.base, &agent.secret, 4);
+    load_one.wait_for(400, Duration::from_secs(4)).await;
+    load_two.wait_for(400, Duration::from_secs(4)).await;
+    let (r1, r2) = (load_one.halt().await, load_two.halt().await);
+    for (n, r) in [(1, &r1), (2, &r2)] {
+        assert!(
+            r.unexpected.is_empty() && r.errors_before_stop.is_empty(),
+            "node {n}: {:?} {:?}",
+            r.unexpected,
+            r.errors_before_stop
+        );
+    }
+    let (mut one, mut two) = (one, two);
+    assert!(one.terminate().await.success(), "{}", one.log());
+    assert!(two.terminate().await.success(), "{}", two.log());
+
+    let acknowledged: HashSet<String> = r1
+        .acknowledged
+        .iter()
+        .chain(&r2.acknowledged)
+        .cloned()
+        .collect();
+    let (events, lo, hi, seqs, ids) = log_shape(&db).await;
+    println!(
+        "node 1 acknowledged {}, node 2 {}; the log holds {events} events, seq {lo}..={hi}",
+        r1.acknowledged.len(),
+        r2.acknowledged.len()
+    );
+    assert!(!r1.acknowledged.is_empty() && !r2.acknowledged.is_empty());
+    assert_eq!(
+        (lo, hi, seqs, ids),
+        (0, events - 1, events, events),
+        "one sequence: no gap, no seq or id twice"
+    );
+    let out = warden(&[
+        "audit",
+        "export",
+        "--data-dir",
+        path_str(&data),
+        "--database",
+        &db.url,
+        "--tenant",
+        "acme",
+    ])
+    .await;
+    assert!(out.success(), "{}", out.text());
+    let exported: HashSet<String> = out
+        .stdout
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("JSON lines");
+            v["id"].as_str().expect("id").to_owned()
+        })
+        .collect();
+    assert!(
+        acknowledged.is_subset(&exported),
+        "{} acknowledged decisions are not in the log",
+        acknowledged.difference(&exported).count()
+    );
+    let out = verify_on(&data, &db.url).await;
+    assert!(out.success(), "{}", out.text());
+    assert!(out.stdout.contains("acme: ok"), "{}", out.text());
+}
