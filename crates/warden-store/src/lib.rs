@@ -13,6 +13,7 @@
 pub mod checkpointer;
 pub mod model;
 pub mod pipeline;
+pub mod recorded;
 pub mod registry;
 pub mod sqlite;
 
@@ -23,6 +24,7 @@ use warden_audit::merkle::{Hash, NodeId};
 use warden_core::{Approval, ApprovalAnswer, AuditEvent, NewApproval, Result, TenantId};
 
 pub use model::*;
+pub use recorded::{DecisionCursor, DecisionPage, DecisionWindow, RecordedDecision};
 pub use registry::{
     AgentFilter, ChangeKind, HistoryEntry, HistoryFilter, RegistryChange, RegistryRows,
     RegistryWrite, ServerFilter, StoredAgent, StoredServer, StoredTool, SubjectKind, ToolFilter,
@@ -171,6 +173,18 @@ pub trait Store: Send + Sync + 'static {
         from_seq: u64,
         limit: u32,
     ) -> Result<Vec<StoredEvent>>;
+    /// The tenant's decision events in a window, oldest first, a page of at most `limit` at a
+    /// time, unparsed (for policy simulation, see [`recorded`]). The default goes through
+    /// [`Store::query_events`]; a store can do it faster.
+    async fn recorded_decisions(
+        &self,
+        tenant: &TenantId,
+        window: &DecisionWindow,
+        after: Option<DecisionCursor>,
+        limit: u32,
+    ) -> Result<DecisionPage> {
+        recorded::by_query(self, tenant, window, after, limit).await
+    }
     /// All tenants that have a log.
     async fn log_tenants(&self) -> Result<Vec<TenantId>>;
     /// The tenant's tree size and right frontier.
