@@ -8,6 +8,7 @@ mod gateway_cmd;
 mod policy_cmd;
 mod registry_cmd;
 mod remote;
+mod simulate_cmd;
 mod token_cmd;
 
 use std::process::ExitCode;
