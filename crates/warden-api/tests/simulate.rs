@@ -515,3 +515,32 @@ fn the_replay_recognises_warden_redacted_values() {
         warden_audit::redact::HASH_PREFIX
     );
 }
+
+#[tokio::test]
+async fn the_simulate_route_is_in_the_openapi_document() {
+    let s = TestServer::start().await;
+    let (_, doc) = s.get_text("/openapi.json", None).await;
+    let doc: Value = serde_json::from_str(&doc).unwrap();
+    let op = &doc["paths"]["/api/v1/policies/simulate"]["post"];
+    assert!(
+        op.is_object(),
+        "POST /api/v1/policies/simulate missing from OpenAPI"
+    );
+    for status in ["200", "400", "403", "404"] {
+        assert!(
+            op["responses"][status].is_object(),
+            "{status} undocumented: {op}"
+        );
+    }
+    for schema in [
+        "SimulateRequest",
+        "CandidateBundle",
+        "SimulationReport",
+        "PolicyGroup",
+    ] {
+        assert!(
+            doc["components"]["schemas"][schema].is_object(),
+            "{schema} missing from the OpenAPI components"
+        );
+    }
+}
