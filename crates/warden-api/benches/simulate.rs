@@ -132,7 +132,7 @@ fn request(i: u64) -> DecisionRequest {
     attrs.insert("categories".into(), json!(CATEGORIES[(tool % 5) as usize]));
     attrs.insert(
         "approval_state".into(),
-        json!(if tool % 10 == 0 {
+        json!(if tool.is_multiple_of(10) {
             "deprecated"
         } else {
             "approved"
@@ -140,7 +140,7 @@ fn request(i: u64) -> DecisionRequest {
     );
     attrs.insert("registered".into(), json!(true));
     let args = if verb == "trigger_deploy" {
-        json!({"environment": if i % 3 == 0 { "production" } else { "staging" }})
+        json!({"environment": if i.is_multiple_of(3) { "production" } else { "staging" }})
     } else {
         json!({"owner": "acme", "repo": format!("repo-{}", i % 50), "path": "src/main.rs", "branch": "main"})
     };
@@ -283,7 +283,7 @@ async fn generate(
             .await
             .context("append")?;
         next = end;
-        if next % 100_000 == 0 {
+        if next.is_multiple_of(100_000) {
             eprintln!(
                 "  recorded {next} of {n} ({:.0}/s)",
                 next as f64 / started.elapsed().as_secs_f64()

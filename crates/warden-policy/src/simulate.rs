@@ -402,7 +402,7 @@ impl Tally {
                 }
             }
         }
-        directions.sort_by(|a, b| b.count.cmp(&a.count));
+        directions.sort_by_key(|d| std::cmp::Reverse(d.count));
         let mut by_policy: Vec<PolicyGroup> = self
             .policies
             .into_iter()

@@ -231,7 +231,11 @@ fn a_report_does_not_depend_on_how_the_work_was_split() {
     let tenant = TenantId::parse("acme").unwrap();
     let (mut a, mut b) = (Tally::new(&tenant), Tally::new(&tenant));
     for (page, chunk) in events.chunks(3).enumerate() {
-        let t = if page % 2 == 0 { &mut a } else { &mut b };
+        let t = if page.is_multiple_of(2) {
+            &mut a
+        } else {
+            &mut b
+        };
         for e in chunk.iter().rev() {
             t.record(&candidate, &e.recorded());
         }
@@ -319,7 +323,7 @@ when { context.args has path && context.args.path == "README.md" };"#,
     assert_eq!(r.directions[0].from, Outcome::Allow);
     assert_eq!(r.directions[0].to, Outcome::Deny);
     assert_eq!(r.changed_with_redacted_values.count, 1);
-    assert_eq!(r.changed_with_redacted_values.examples, [e.id.clone()]);
+    assert_eq!(r.changed_with_redacted_values.examples, vec![e.id.clone()]);
 }
 
 #[test]
@@ -342,7 +346,7 @@ when { context.time.unix * 100000000000 > 0 };"#,
     );
     let r = replay(&candidate, &[&e]);
     assert_eq!(r.candidate_errors.count, 1);
-    assert_eq!(r.candidate_errors.examples, [e.id.clone()]);
+    assert_eq!(r.candidate_errors.examples, vec![e.id.clone()]);
     assert_eq!(r.changed, 1, "an evaluation error denies");
     assert_eq!(r.by_policy[0].policy, "tools");
     assert_eq!(
