@@ -19,6 +19,7 @@ pub mod query;
 pub mod registry;
 pub mod routes;
 pub mod server;
+pub mod simulation;
 pub mod state;
 pub mod tokens;
 

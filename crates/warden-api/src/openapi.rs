@@ -34,6 +34,7 @@ impl Modify for BearerAuth {
         events::ingest,
         audit::list_events, audit::get_event, audit::proof, audit::export, audit::hash_value, audit::checkpoints, audit::consistency,
         policies::overview, policies::versions, policies::get_policy, policies::put_policy, policies::delete_policy,
+        crate::routes::simulate::simulate,
         tokens::create, tokens::list, tokens::revoke,
         approvals::list, approvals::get, approvals::approve, approvals::deny,
         registry::list_servers, registry::create_server, registry::get_server, registry::patch_server,

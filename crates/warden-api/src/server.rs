@@ -53,6 +53,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/policies", get(policies::overview))
         .route("/api/v1/policies/versions", get(policies::versions))
         .route(
+            "/api/v1/policies/simulate",
+            post(crate::routes::simulate::simulate),
+        )
+        .route(
             "/api/v1/policies/{*namespace}",
             get(policies::get_policy)
                 .put(policies::put_policy)

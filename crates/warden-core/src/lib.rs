@@ -16,6 +16,7 @@ mod header_bytes;
 pub mod ids;
 pub mod metrics;
 pub mod role;
+pub mod simulation;
 
 pub use approval::{Approval, ApprovalAnswer, ApprovalChannel, ApprovalStatus, NewApproval};
 pub use authz::{

@@ -21,6 +21,7 @@ mod format;
 mod index;
 mod request;
 mod schema;
+pub mod simulate;
 mod source;
 pub mod testing;
 

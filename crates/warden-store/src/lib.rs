@@ -15,6 +15,7 @@ pub mod database;
 pub mod model;
 pub mod pipeline;
 pub mod postgres;
+pub mod recorded;
 pub mod registry;
 pub mod sqlite;
 
@@ -27,6 +28,7 @@ use warden_core::{Approval, ApprovalAnswer, AuditEvent, NewApproval, Result, Ten
 pub use database::{Database, OpenOptions, open};
 pub use model::*;
 pub use postgres::PgStore;
+pub use recorded::{DecisionCursor, DecisionPage, DecisionWindow, RecordedDecision};
 pub use registry::{
     AgentFilter, ChangeKind, HistoryEntry, HistoryFilter, RegistryChange, RegistryRows,
     RegistryWrite, ServerFilter, StoredAgent, StoredServer, StoredTool, SubjectKind, ToolFilter,
@@ -175,6 +177,18 @@ pub trait Store: Send + Sync + 'static {
         from_seq: u64,
         limit: u32,
     ) -> Result<Vec<StoredEvent>>;
+    /// The tenant's decision events in a window, oldest first, a page of at most `limit` at a
+    /// time, unparsed (for policy simulation, see [`recorded`]). The default goes through
+    /// [`Store::query_events`]; a store can do it faster.
+    async fn recorded_decisions(
+        &self,
+        tenant: &TenantId,
+        window: &DecisionWindow,
+        after: Option<DecisionCursor>,
+        limit: u32,
+    ) -> Result<DecisionPage> {
+        recorded::by_query(self, tenant, window, after, limit).await
+    }
     /// All tenants that have a log.
     async fn log_tenants(&self) -> Result<Vec<TenantId>>;
     /// The tenant's tree size and right frontier.

@@ -9,6 +9,7 @@ mod migrate_cmd;
 mod policy_cmd;
 mod registry_cmd;
 mod remote;
+mod simulate_cmd;
 mod token_cmd;
 
 use std::process::ExitCode;

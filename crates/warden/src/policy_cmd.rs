@@ -59,6 +59,9 @@ pub enum PolicyCommand {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Replay the recorded decisions of a window under a candidate policy directory and report
+    /// which would change.
+    Simulate(crate::simulate_cmd::SimulateArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -82,6 +85,7 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
             request,
             format,
         } => explain(&dir, &request, format),
+        PolicyCommand::Simulate(args) => crate::simulate_cmd::run(args),
     };
     Ok(ExitCode::from(code))
 }

@@ -9,4 +9,5 @@ pub mod gateway;
 pub mod health;
 pub mod policies;
 pub mod registry;
+pub mod simulate;
 pub mod tokens;

@@ -29,6 +29,7 @@ use crate::registry::{
 };
 use crate::{STORED_NODE_MIN_LEVEL, Store};
 
+mod recorded;
 mod registry;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -848,6 +849,16 @@ impl Store for SqliteStore {
         .await
         .map_err(db_err)?;
         rows.iter().map(event_from_row).collect()
+    }
+
+    async fn recorded_decisions(
+        &self,
+        tenant: &TenantId,
+        window: &crate::DecisionWindow,
+        after: Option<crate::DecisionCursor>,
+        limit: u32,
+    ) -> Result<crate::DecisionPage> {
+        recorded::decisions(self, tenant, window, after, limit).await
     }
 
     async fn log_tenants(&self) -> Result<Vec<TenantId>> {
