@@ -17,6 +17,11 @@ pub struct Problem {
     /// Individual problems, e.g. every policy error with file:line.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+    /// A structured report behind the problem, e.g. the policy test report of a refused
+    /// bundle.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub report: Option<serde_json::Value>,
     #[serde(skip)]
     pub retry_after: Option<u64>,
 }
@@ -29,12 +34,18 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             errors: vec![],
+            report: None,
             retry_after: None,
         }
     }
 
     pub fn with_errors(mut self, errors: Vec<String>) -> Problem {
         self.errors = errors;
+        self
+    }
+
+    pub fn with_report(mut self, report: serde_json::Value) -> Problem {
+        self.report = Some(report);
         self
     }
 
