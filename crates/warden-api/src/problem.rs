@@ -18,12 +18,13 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
     /// A structured report behind the problem, e.g. the policy test report of a refused
-    /// bundle.
+    /// bundle. Boxed: `Problem` is the error of every handler and stays small.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub report: Option<serde_json::Value>,
+    pub report: Option<Box<serde_json::Value>>,
+    /// Seconds (u32 keeps `Problem`, every handler's error, within 128 bytes).
     #[serde(skip)]
-    pub retry_after: Option<u64>,
+    pub retry_after: Option<u32>,
 }
 
 impl Problem {
@@ -45,7 +46,7 @@ impl Problem {
     }
 
     pub fn with_report(mut self, report: serde_json::Value) -> Problem {
-        self.report = Some(report);
+        self.report = Some(Box::new(report));
         self
     }
 
@@ -70,7 +71,11 @@ impl From<Error> for Problem {
                 retry_after,
             } => {
                 let mut p = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message);
-                p.retry_after = Some(retry_after.map(|d| d.as_secs().max(1)).unwrap_or(1));
+                p.retry_after = Some(
+                    retry_after
+                        .map(|d| d.as_secs().clamp(1, u64::from(u32::MAX)) as u32)
+                        .unwrap_or(1),
+                );
                 p
             }
             Error::Internal(m) => {
