@@ -1,7 +1,8 @@
 //! The MCP gateway's view of the server: tokens, policies, the audit pipeline and the
 //! approval desk, behind the gateway's `Governor` trait.
 
-use std::sync::{Arc, Weak};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use uuid::Uuid;
@@ -12,17 +13,62 @@ use warden_core::{
 };
 use warden_gateway::{AgentIdentity, Governor};
 
+use crate::policies::Disagreement;
 use crate::state::Inner;
 
 /// Holds the server state weakly: the state owns the gateway, which owns this.
 pub struct ServerGovernor {
     state: Weak<Inner>,
+    /// Shadow disagreements waiting for the decision event they shadow: the gateway records
+    /// the event after `decide`, and the disagreement names the event's id. Keyed by what
+    /// both carry (see [`shadow_key`]).
+    shadowed: Mutex<HashMap<String, (DecisionRequest, Decision, Disagreement)>>,
+}
+
+/// At most this many disagreements wait for their event; a decision whose event never
+/// comes (a refused call) must not make the map grow without bound.
+const MAX_PENDING_SHADOWED: usize = 10_000;
+
+fn shadow_key(
+    tenant: &str,
+    session: Option<&str>,
+    action: &str,
+    resource: &str,
+    time: &str,
+) -> String {
+    format!(
+        "{tenant}\u{0}{}\u{0}{action}\u{0}{resource}\u{0}{time}",
+        session.unwrap_or("")
+    )
+}
+
+fn request_key(r: &DecisionRequest) -> String {
+    shadow_key(
+        r.tenant.as_str(),
+        r.session.as_deref(),
+        &r.action,
+        &r.resource.id,
+        &r.time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+    )
+}
+
+/// The key of a decision event recorded by the gateway (its payload keeps the request).
+fn event_key(e: &AuditEvent) -> Option<String> {
+    let req = e.payload.get("request")?;
+    Some(shadow_key(
+        &e.header.tenant,
+        req.get("session").and_then(|s| s.as_str()),
+        e.header.action.as_deref()?,
+        &e.header.resource.as_ref()?.id,
+        req.get("time")?.as_str()?,
+    ))
 }
 
 impl ServerGovernor {
     pub fn new(state: &Arc<Inner>) -> ServerGovernor {
         ServerGovernor {
             state: Arc::downgrade(state),
+            shadowed: Mutex::new(HashMap::new()),
         }
     }
 
@@ -30,6 +76,22 @@ impl ServerGovernor {
         self.state
             .upgrade()
             .ok_or_else(|| Error::unavailable("the server is shutting down", None))
+    }
+
+    /// The key of a decision event whose shadow disagreement waits for it, if one may.
+    fn awaited(&self, event: &AuditEvent) -> Option<String> {
+        if event.header.decision.is_none() || self.shadowed.lock().expect("shadowed").is_empty() {
+            return None;
+        }
+        event_key(event)
+    }
+
+    /// After a decision event was recorded: record its shadow's disagreement, if one waits.
+    fn shadow_recorded(&self, state: &Inner, key: &str, event_id: Uuid) {
+        let pending = self.shadowed.lock().expect("shadowed").remove(key);
+        if let Some((req, d, dis)) = pending {
+            crate::bundles::record_disagreement(state, &req, &d, &dis, event_id);
+        }
     }
 }
 
@@ -64,7 +126,14 @@ impl Governor for ServerGovernor {
     async fn decide(&self, request: &DecisionRequest) -> Decision {
         match self.state.upgrade() {
             Some(state) => {
-                let d = state.policies.engine().decide(request);
+                let (d, shadow) = state.policies.decide(request);
+                if let Some(dis) = shadow {
+                    let mut map = self.shadowed.lock().expect("shadowed");
+                    if map.len() >= MAX_PENDING_SHADOWED {
+                        map.clear();
+                    }
+                    map.insert(request_key(request), (request.clone(), d.clone(), dis));
+                }
                 state.metrics.count(d.outcome);
                 if !d.errors.is_empty() {
                     state.metrics.decision_errors.inc();
@@ -83,9 +152,29 @@ impl Governor for ServerGovernor {
         }
     }
 
+    async fn decide_many(&self, requests: &[DecisionRequest]) -> Vec<Decision> {
+        // Listings have no decision event of their own to shadow: mode only.
+        match self.state.upgrade() {
+            Some(state) => requests
+                .iter()
+                .map(|r| state.policies.decide(r).0)
+                .collect(),
+            None => requests
+                .iter()
+                .map(|_| Decision::deny_with_error("the server is shutting down"))
+                .collect(),
+        }
+    }
+
     async fn record(&self, event: AuditEvent) -> Result<(), Error> {
         let state = self.state()?;
-        state.pipeline.record(event).await.map(|_| ())
+        let awaited = self.awaited(&event);
+        let id = event.header.id;
+        state.pipeline.record(event).await?;
+        if let Some(key) = awaited {
+            self.shadow_recorded(&state, &key, id);
+        }
+        Ok(())
     }
 
     fn record_later(&self, event: AuditEvent) -> Result<(), Error> {

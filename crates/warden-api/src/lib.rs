@@ -1,13 +1,14 @@
 //! Warden's HTTP server.
 //!
 //! The decision API (`/api/v1/authorize`), event ingest, the audit API (query, export,
-//! proofs, checkpoints), API-managed policies, tokens, approval requests, the registry of
+//! proofs, checkpoints), policy bundles (versions, diff, rollback, shadow, promotion), tokens, approval requests, the registry of
 //! tool servers, tools and agents, health and metrics,
 //! and the OpenAPI document that describes them. Handlers stay small: authentication, JSON
 //! parsing and error rendering live in extractors ([`extract`]) and one error type
 //! ([`problem::Problem`]).
 
 pub mod approvals;
+pub mod bundles;
 pub mod discovery;
 pub mod extract;
 pub mod gateway;

@@ -17,8 +17,14 @@ pub struct Problem {
     /// Individual problems, e.g. every policy error with file:line.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+    /// A structured report behind the problem, e.g. the policy test report of a refused
+    /// bundle. Boxed: `Problem` is the error of every handler and stays small.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub report: Option<Box<serde_json::Value>>,
+    /// Seconds (u32 keeps `Problem`, every handler's error, within 128 bytes).
     #[serde(skip)]
-    pub retry_after: Option<u64>,
+    pub retry_after: Option<u32>,
 }
 
 impl Problem {
@@ -29,12 +35,18 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             errors: vec![],
+            report: None,
             retry_after: None,
         }
     }
 
     pub fn with_errors(mut self, errors: Vec<String>) -> Problem {
         self.errors = errors;
+        self
+    }
+
+    pub fn with_report(mut self, report: serde_json::Value) -> Problem {
+        self.report = Some(Box::new(report));
         self
     }
 
@@ -59,7 +71,11 @@ impl From<Error> for Problem {
                 retry_after,
             } => {
                 let mut p = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message);
-                p.retry_after = Some(retry_after.map(|d| d.as_secs().max(1)).unwrap_or(1));
+                p.retry_after = Some(
+                    retry_after
+                        .map(|d| d.as_secs().clamp(1, u64::from(u32::MAX)) as u32)
+                        .unwrap_or(1),
+                );
                 p
             }
             Error::Internal(m) => {

@@ -15,7 +15,6 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use warden_core::{Actor, AuditEvent, catalog};
-use warden_policy::PolicySource;
 use warden_store::pipeline::AuditPipeline;
 use warden_store::{Database, OpenOptions, Store, checkpointer};
 
@@ -55,6 +54,23 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/policies/simulate",
             post(crate::routes::simulate::simulate),
+        )
+        .route(
+            "/api/v1/policies/versions/{version}",
+            get(policies::version),
+        )
+        .route("/api/v1/policies/diff", get(policies::diff_versions))
+        .route(
+            "/api/v1/policies/bundle",
+            axum::routing::put(policies::put_bundle),
+        )
+        .route("/api/v1/policies/rollback", post(policies::rollback))
+        .route("/api/v1/policies/promote", post(policies::promote))
+        .route(
+            "/api/v1/policies/shadow",
+            get(policies::get_shadow)
+                .put(policies::put_shadow)
+                .delete(policies::delete_shadow),
         )
         .route(
             "/api/v1/policies/{*namespace}",
@@ -229,25 +245,7 @@ pub async fn build_state(
             errors.join("\n  ")
         );
     }
-    let api_sources: Vec<PolicySource> = store
-        .current_policies()
-        .await?
-        .into_iter()
-        .filter_map(|v| {
-            let ns = warden_core::NamespacePath::parse(&v.namespace).ok()?;
-            Some(PolicySource {
-                origin: format!("api:{ns}"),
-                namespace: ns,
-                text: v.text?,
-            })
-        })
-        .collect();
-    runtime.set_api_sources(api_sources).map_err(|e| {
-        anyhow::anyhow!(
-            "stored API-managed policies do not load:\n  {}",
-            e.join("\n  ")
-        )
-    })?;
+    crate::bundles::load_api_bundles(store.as_ref(), &runtime).await?;
 
     config
         .gateway
@@ -279,6 +277,8 @@ pub async fn build_state(
     let gateway = warden_gateway::Gateway::start(gateway_config, governor);
     let _ = state.gateway.set(gateway);
     crate::gateway::spawn_registry_sync(&state);
+    // The directory as loaded at start is a version too (when it differs from the last one).
+    crate::bundles::sync_directory(&state).await;
     Ok(state)
 }
 
@@ -399,7 +399,11 @@ async fn watch_policies(state: AppState, mut stop: tokio::sync::watch::Receiver<
         let runtime = state.policies.clone();
         let outcome = tokio::task::spawn_blocking(move || runtime.reload_dir(force)).await;
         let Ok(outcome) = outcome else { continue };
+        let applied = matches!(outcome, Reload::Applied { .. });
         record_reload(&state, outcome).await;
+        if applied {
+            crate::bundles::sync_directory(&state).await;
+        }
     }
 }
 

@@ -72,11 +72,18 @@ pub struct Metrics {
     pub policy_reload_failures: Counter,
     pub events_ingested: Counter,
     pub events_rejected: Counter,
+    /// Shadow disagreements by (tenant, policy, from, to).
+    pub shadow_disagreements: std::sync::Mutex<std::collections::BTreeMap<[String; 4], u64>>,
 }
 
 impl Metrics {
     pub fn decision_latency(&self) -> &Histogram {
         self.decision_latency.get_or_init(Histogram::latency)
+    }
+    pub fn shadow_disagreement(&self, tenant: &str, policy: &str, from: &str, to: &str) {
+        let mut m = self.shadow_disagreements.lock().expect("shadow metrics");
+        *m.entry([tenant.into(), policy.into(), from.into(), to.into()])
+            .or_default() += 1;
     }
     pub fn count(&self, o: warden_core::Outcome) {
         match o {

@@ -297,7 +297,7 @@ async fn api_managed_policies_are_validated_versioned_and_audited() {
         p["errors"][0]
             .as_str()
             .unwrap()
-            .starts_with("api:globex/team:1:"),
+            .starts_with("globex/team/policies.cedar:1:"),
         "{p}"
     );
 
@@ -308,7 +308,7 @@ async fn api_managed_policies_are_validated_versioned_and_audited() {
     assert_eq!(p["version"], 1);
     let (_, v) = s.post("/api/v1/authorize", &agent, &body).await;
     assert_eq!(v["decision"], "allow", "{v}");
-    assert_eq!(v["reasons"][0]["origin"], "api:globex/team");
+    assert_eq!(v["reasons"][0]["origin"], "globex/team/policies.cedar");
 
     // Optimistic concurrency: a writer based on version 0 loses.
     let (status, _) = s
@@ -330,16 +330,17 @@ async fn api_managed_policies_are_validated_versioned_and_audited() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::CONFLICT);
 
-    let (_, versions) = s
-        .get("/api/v1/policies/versions?namespace=globex/team", &admin)
-        .await;
-    assert_eq!(versions.as_array().unwrap().len(), 1);
+    let (_, versions) = s.get("/api/v1/policies/versions", &admin).await;
+    assert_eq!(versions.as_array().unwrap().len(), 1, "{versions}");
     let (_, events) = s
         .get("/api/v1/audit/events?type=policy.updated", &admin)
         .await;
     let e = &events["events"][0];
     assert!(
-        e["payload"]["diff"].as_str().unwrap().contains("+permit"),
+        e["payload"]["diff"][0]["diff"]
+            .as_str()
+            .unwrap()
+            .contains("+permit"),
         "{e}"
     );
     assert!(e["actor"]["token_id"].as_str().unwrap().starts_with("tok_"));

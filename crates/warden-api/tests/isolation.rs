@@ -51,7 +51,8 @@ async fn every_read_endpoint_confines_a_token_to_its_tenant() {
     let (_, versions) = s.get("/api/v1/policies/versions", &a_admin).await;
     assert!(!versions.to_string().contains("globex"));
     let (_, overview) = s.get("/api/v1/policies", &a_admin).await;
-    assert!(!overview["namespaces"].to_string().contains("globex"));
+    assert!(!overview["files"].to_string().contains("globex"));
+    assert_eq!(overview["version"], 0, "{overview}");
     let (_, cps) = s.get("/api/v1/audit/checkpoints", &a_admin).await;
     assert_eq!(cps["origin"], "warden/acme");
     // A foreign namespace in a write looks the same as one that does not exist.
@@ -143,6 +144,12 @@ async fn operations_endpoints_answer() {
         "/api/v1/audit/consistency",
         "/api/v1/policies",
         "/api/v1/policies/versions",
+        "/api/v1/policies/versions/{version}",
+        "/api/v1/policies/diff",
+        "/api/v1/policies/bundle",
+        "/api/v1/policies/rollback",
+        "/api/v1/policies/shadow",
+        "/api/v1/policies/promote",
         "/api/v1/policies/{namespace}",
         "/api/v1/tokens",
         "/api/v1/tokens/{id}",

@@ -32,6 +32,12 @@ pub const POLICY_UPDATED: &str = "policy.updated";
 pub const POLICY_DELETED: &str = "policy.deleted";
 pub const POLICY_RELOADED: &str = "policy.reloaded";
 pub const POLICY_RELOAD_FAILED: &str = "policy.reload_failed";
+pub const POLICY_BUNDLE_APPLIED: &str = "policy.bundle.applied";
+pub const POLICY_BUNDLE_ROLLED_BACK: &str = "policy.bundle.rolled_back";
+pub const POLICY_BUNDLE_PROMOTED: &str = "policy.bundle.promoted";
+pub const POLICY_SHADOW_STARTED: &str = "policy.shadow.started";
+pub const POLICY_SHADOW_STOPPED: &str = "policy.shadow.stopped";
+pub const POLICY_SHADOW_DISAGREEMENT: &str = "policy.shadow.disagreement";
 pub const EVENTS_INGESTED: &str = "audit.ingested";
 pub const APPROVAL_REQUESTED: &str = "approval.requested";
 pub const APPROVAL_GRANTED: &str = "approval.granted";
@@ -110,6 +116,42 @@ pub const CATALOG: &[EventType] = &[
         name: POLICY_RELOAD_FAILED,
         description: "A change to the policy directory was refused (parse or validation errors with file:line); the previous set stays in force.",
         scope: "the tenant root",
+        door: Door::System,
+    },
+    EventType {
+        name: POLICY_BUNDLE_APPLIED,
+        description: "A new version of a tenant's policy bundle is in force (through the API, or a changed policy directory with author `directory`): version, content hash, source, mode, author, message, the files added, removed and changed with unified diffs, and the policy test failures it was applied with (`?tests=warn`).",
+        scope: "the tenant root",
+        door: Door::Admin,
+    },
+    EventType {
+        name: POLICY_BUNDLE_ROLLED_BACK,
+        description: "A tenant's policy bundle was rolled back: a new version equal to an earlier one is in force; the payload names both and holds the diff.",
+        scope: "the tenant root",
+        door: Door::Admin,
+    },
+    EventType {
+        name: POLICY_BUNDLE_PROMOTED,
+        description: "A shadow bundle, or a bundle in warn mode, was promoted to enforce: a new version is in force; the payload says from what and holds the diff.",
+        scope: "the tenant root",
+        door: Door::Admin,
+    },
+    EventType {
+        name: POLICY_SHADOW_STARTED,
+        description: "A candidate bundle started running in shadow beside the one in force (evaluated on live traffic, never acting): its content hash, files and the version it is based on.",
+        scope: "the tenant root",
+        door: Door::Admin,
+    },
+    EventType {
+        name: POLICY_SHADOW_STOPPED,
+        description: "The shadow bundle of a tenant was stopped.",
+        scope: "the tenant root",
+        door: Door::Admin,
+    },
+    EventType {
+        name: POLICY_SHADOW_DISAGREEMENT,
+        description: "The shadow bundle decided a live request differently from the bundle in force: the id of the decision event it shadows, both outcomes and the shadow's determining policies.",
+        scope: "the namespace the action was requested in",
         door: Door::System,
     },
     EventType {

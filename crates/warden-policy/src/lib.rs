@@ -15,6 +15,7 @@
 //! The crate does no I/O: callers hand over policy texts and get an immutable [`Engine`].
 
 mod annotations;
+pub mod bundle;
 mod engine;
 mod explain;
 mod format;
@@ -25,6 +26,7 @@ pub mod simulate;
 mod source;
 pub mod testing;
 
+pub use bundle::{Bundle, BundleDiff, BundleMode};
 pub use engine::Engine;
 pub use format::format_policies;
 pub use request::WARDEN_CONTEXT_KEYS;

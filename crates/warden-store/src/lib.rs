@@ -1,6 +1,6 @@
 //! Warden's system of record.
 //!
-//! Every durable fact — tenants, tokens, API-managed policies, approval requests, the
+//! Every durable fact — tenants, tokens, policy bundles and their versions, approval requests, the
 //! registry of tool servers, tools and agents, the audit trail with its Merkle log and
 //! checkpoints — goes through the [`Store`] trait. SQLite (WAL,
 //! `synchronous=FULL`) is the embedded default; PostgreSQL implements the same trait for
@@ -64,6 +64,25 @@ pub trait Store: Send + Sync + 'static {
         tenant: &TenantId,
         namespace: Option<&str>,
     ) -> Result<Vec<PolicyVersion>>;
+
+    // --- policy bundles -------------------------------------------------------------------
+    // A tenant's whole set of policy files and tests, one row per applied version. Versions
+    // are numbered 1, 2, 3, … per tenant; a version is never changed once written.
+
+    /// Records `bundle` as the tenant's next version. When `expected_version` is given and
+    /// the tenant's current version differs, nothing is written (`Conflict`), so that of two
+    /// writers based on the same version only the first succeeds.
+    async fn append_bundle_version(&self, bundle: NewBundleVersion) -> Result<BundleVersion>;
+    /// `None` when the tenant has no such version (another tenant's included).
+    async fn bundle_version(
+        &self,
+        tenant: &TenantId,
+        version: i64,
+    ) -> Result<Option<BundleVersion>>;
+    /// Every version of the tenant's bundle, newest first.
+    async fn bundle_versions(&self, tenant: &TenantId) -> Result<Vec<BundleVersion>>;
+    /// The newest version of every tenant that has one (to put in force at start).
+    async fn latest_bundle_versions(&self) -> Result<Vec<BundleVersion>>;
 
     // --- approval requests ----------------------------------------------------------------
     // Every change is one conditional write, so that the server, the CLI and (later) several

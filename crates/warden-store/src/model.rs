@@ -53,6 +53,42 @@ pub struct PolicyVersion {
     pub created_at: DateTime<Utc>,
 }
 
+/// A policy bundle to record as the tenant's next version.
+#[derive(Clone, Debug)]
+pub struct NewBundleVersion {
+    pub tenant: TenantId,
+    /// Path (relative to the policy directory) -> text.
+    pub files: std::collections::BTreeMap<String, String>,
+    /// SHA-256 of the bundle's content, as the policy crate computes it.
+    pub sha256: String,
+    /// `enforce`, `warn` or `off`.
+    pub mode: String,
+    /// `api` or `directory`.
+    pub source: String,
+    pub author: String,
+    pub message: Option<String>,
+    pub test_failures: Option<serde_json::Value>,
+    /// Optimistic concurrency: the version the writer based its bundle on (0 = none yet).
+    /// `None` appends whatever the current version is.
+    pub expected_version: Option<i64>,
+}
+
+/// One recorded version of a tenant's policy bundle.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BundleVersion {
+    pub tenant: TenantId,
+    /// 1, 2, 3, … per tenant.
+    pub version: i64,
+    pub sha256: String,
+    pub files: std::collections::BTreeMap<String, String>,
+    pub mode: String,
+    pub source: String,
+    pub author: String,
+    pub message: Option<String>,
+    pub test_failures: Option<serde_json::Value>,
+    pub created_at: DateTime<Utc>,
+}
+
 #[derive(Clone, Debug)]
 pub struct NewEvent {
     pub event: AuditEvent,

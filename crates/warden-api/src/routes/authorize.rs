@@ -20,7 +20,9 @@ use warden_core::{
     TraceContext, Warning, catalog,
 };
 
+use crate::bundles;
 use crate::extract::{Caller, ClientAddr, JsonBody};
+use crate::policies::Disagreement;
 use crate::problem::{ApiResult, Problem};
 use crate::query::QueryParams;
 use crate::state::{AppState, MAX_BATCH_ITEMS};
@@ -285,9 +287,11 @@ pub fn decision_event(
     e
 }
 
-fn decide(state: &AppState, req: &DecisionRequest) -> Decision {
+/// The decision of the bundle in force (in its mode) and, when a shadow bundle decided
+/// otherwise, how.
+fn decide(state: &AppState, req: &DecisionRequest) -> (Decision, Option<Disagreement>) {
     let started = Instant::now();
-    let d = state.policies.engine().decide(req);
+    let d = state.policies.decide(req);
     state.metrics.decision_latency().observe(started.elapsed());
     d
 }
@@ -306,12 +310,15 @@ fn response(d: Decision, event_id: Uuid) -> AuthorizeResponse {
 
 /// The decision and its explanation, from one engine (a policy change between the two
 /// would otherwise explain another set than the one that decided). Only for `?explain=true`.
-fn decide_explained(state: &AppState, req: &DecisionRequest) -> (Decision, Explanation) {
+fn decide_explained(
+    state: &AppState,
+    req: &DecisionRequest,
+) -> (Decision, Option<Disagreement>, Explanation) {
     let engine = state.policies.engine();
     let started = Instant::now();
-    let d = engine.decide(req);
+    let (d, shadow) = state.policies.decide_with(&engine, req);
     state.metrics.decision_latency().observe(started.elapsed());
-    (d, engine.explain(req))
+    (d, shadow, engine.explain(req))
 }
 
 #[utoipa::path(
@@ -339,15 +346,19 @@ pub async fn authorize(
 ) -> ApiResult<Json<AuthorizeResponse>> {
     let ex = Exchange::from_parts(&headers, addr);
     let dreq = resolve(&state, &caller, req)?;
-    let (d, explanation) = if query.explain {
-        let (d, e) = decide_explained(&state, &dreq);
-        (d, Some(e))
+    let (d, shadow, explanation) = if query.explain {
+        let (d, s, e) = decide_explained(&state, &dreq);
+        (d, s, Some(e))
     } else {
-        (decide(&state, &dreq), None)
+        let (d, s) = decide(&state, &dreq);
+        (d, s, None)
     };
     let event = decision_event(&state, &caller, &dreq, &d, &ex);
     let event_id = event.header.id;
     state.pipeline.record(event).await?;
+    if let Some(s) = &shadow {
+        bundles::record_disagreement(&state, &dreq, &d, s, event_id);
+    }
     if !d.errors.is_empty() {
         state.metrics.decision_errors.inc();
     }
@@ -387,11 +398,15 @@ pub async fn authorize_batch(
     let mut slots: Vec<Result<(Decision, Uuid), Problem>> =
         Vec::with_capacity(batch.requests.len());
     let mut events = Vec::new();
+    let mut shadowed = Vec::new();
     for req in batch.requests {
         match resolve(&state, &caller, req) {
             Ok(dreq) => {
-                let d = decide(&state, &dreq);
+                let (d, shadow) = decide(&state, &dreq);
                 let e = decision_event(&state, &caller, &dreq, &d, &ex);
+                if let Some(s) = shadow {
+                    shadowed.push((dreq, d.clone(), s, e.header.id));
+                }
                 slots.push(Ok((d, e.header.id)));
                 events.push(warden_store::NewEvent {
                     event: e,
@@ -402,6 +417,9 @@ pub async fn authorize_batch(
         }
     }
     let mut recorded = state.pipeline.record_many(events).await?.into_iter();
+    for (dreq, d, s, id) in &shadowed {
+        bundles::record_disagreement(&state, dreq, d, s, *id);
+    }
     let results = slots
         .into_iter()
         .map(|slot| match slot {

@@ -458,7 +458,9 @@ fn decide_one(
         return Decision::deny_with_error(m);
     }
     let started = Instant::now();
-    let d = engine.decide(&dreq);
+    // The bundle's mode applies; a shadow bundle does not: the remote gateway records the
+    // decision event itself, after this answer, so there is no event here to shadow.
+    let (d, _) = state.policies.decide_with(&engine, &dreq);
     state.metrics.decision_latency().observe(started.elapsed());
     state.metrics.count(d.outcome);
     if !d.errors.is_empty() {

@@ -182,6 +182,32 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     );
     p.append_latency()
         .render(&mut out, "warden_audit_append_seconds", "");
+    let shadow = m
+        .shadow_disagreements
+        .lock()
+        .expect("shadow metrics")
+        .clone();
+    if !shadow.is_empty() {
+        let _ = writeln!(
+            out,
+            "# HELP warden_policy_shadow_disagreements_total Live decisions the shadow bundle decided differently, by the shadow's determining policy.\n# TYPE warden_policy_shadow_disagreements_total counter"
+        );
+        for ([tenant, policy, from, to], n) in shadow {
+            let _ = writeln!(
+                out,
+                "warden_policy_shadow_disagreements_total{{tenant=\"{}\",policy=\"{}\",from=\"{from}\",to=\"{to}\"}} {n}",
+                label(&tenant),
+                label(&policy),
+            );
+        }
+    }
     state.gateway().render_metrics(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

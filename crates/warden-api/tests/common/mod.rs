@@ -130,6 +130,29 @@ impl TestServer {
         read(r).await
     }
 
+    pub async fn put(&self, path: &str, token: &str, body: &Value) -> (StatusCode, Value) {
+        let r = self
+            .client
+            .put(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("request");
+        read(r).await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        let r = self
+            .client
+            .delete(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request");
+        read(r).await
+    }
+
     pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
         let r = self
             .client

@@ -227,6 +227,31 @@ fn policy_from_row(r: &SqliteRow) -> Result<PolicyVersion> {
     })
 }
 
+fn bundle_from_row(r: &SqliteRow) -> Result<BundleVersion> {
+    let tenant = TenantId::parse(r.get::<&str, _>("tenant"))?;
+    let version: i64 = r.get("version");
+    let bad = |what: String| Error::internal(format!("stored bundle {tenant} v{version}: {what}"));
+    let files =
+        serde_json::from_str(r.get::<&str, _>("files")).map_err(|e| bad(format!("files: {e}")))?;
+    let test_failures = r
+        .get::<Option<&str>, _>("test_failures")
+        .map(serde_json::from_str)
+        .transpose()
+        .map_err(|e| bad(format!("test_failures: {e}")))?;
+    Ok(BundleVersion {
+        version,
+        sha256: r.get("sha256"),
+        files,
+        mode: r.get("mode"),
+        source: r.get("source"),
+        author: r.get("author"),
+        message: r.get("message"),
+        test_failures,
+        created_at: from_us(r.get("created_us")),
+        tenant,
+    })
+}
+
 fn approval_from_row(r: &SqliteRow) -> Result<Approval> {
     let id: &str = r.get("id");
     let bad = |what: &str| Error::internal(format!("stored approval {id}: {what}"));
@@ -478,6 +503,100 @@ impl Store for SqliteStore {
         .await
         .map_err(db_err)?;
         rows.iter().map(policy_from_row).collect()
+    }
+
+    async fn append_bundle_version(&self, b: NewBundleVersion) -> Result<BundleVersion> {
+        let files = serde_json::to_string(&b.files)
+            .map_err(|e| Error::internal(format!("bundle files: {e}")))?;
+        let failures = b.test_failures.as_ref().map(|v| v.to_string());
+        // BEGIN IMMEDIATE takes the write lock before reading the current version, so two
+        // writers cannot both see the same version and both append after it.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)?;
+        let current: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM policy_bundles WHERE tenant = ?")
+                .bind(b.tenant.as_str())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        let current = current.unwrap_or(0);
+        if let Some(expected) = b.expected_version
+            && expected != current
+        {
+            return Err(Error::Conflict(format!(
+                "the policy bundle of {} is at version {current}, not {expected}; fetch it, apply your change to it and try again",
+                b.tenant
+            )));
+        }
+        let v = BundleVersion {
+            tenant: b.tenant,
+            version: current + 1,
+            sha256: b.sha256,
+            files: b.files,
+            mode: b.mode,
+            source: b.source,
+            author: b.author,
+            message: b.message,
+            test_failures: b.test_failures,
+            created_at: Utc::now(),
+        };
+        sqlx::query(
+            "INSERT INTO policy_bundles (tenant, version, sha256, files, mode, source, author, message, \
+             test_failures, created_us) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        )
+        .bind(v.tenant.as_str())
+        .bind(v.version)
+        .bind(&v.sha256)
+        .bind(&files)
+        .bind(&v.mode)
+        .bind(&v.source)
+        .bind(&v.author)
+        .bind(&v.message)
+        .bind(&failures)
+        .bind(us(v.created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(v)
+    }
+
+    async fn bundle_version(
+        &self,
+        tenant: &TenantId,
+        version: i64,
+    ) -> Result<Option<BundleVersion>> {
+        let row = sqlx::query("SELECT * FROM policy_bundles WHERE tenant = ? AND version = ?")
+            .bind(tenant.as_str())
+            .bind(version)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(bundle_from_row).transpose()
+    }
+
+    async fn bundle_versions(&self, tenant: &TenantId) -> Result<Vec<BundleVersion>> {
+        let rows =
+            sqlx::query("SELECT * FROM policy_bundles WHERE tenant = ? ORDER BY version DESC")
+                .bind(tenant.as_str())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err)?;
+        rows.iter().map(bundle_from_row).collect()
+    }
+
+    async fn latest_bundle_versions(&self) -> Result<Vec<BundleVersion>> {
+        let rows = sqlx::query(
+            "SELECT b.* FROM policy_bundles b JOIN (SELECT tenant, MAX(version) AS v FROM policy_bundles \
+             GROUP BY tenant) m ON b.tenant = m.tenant AND b.version = m.v ORDER BY b.tenant",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(bundle_from_row).collect()
     }
 
     async fn create_approval(&self, a: &NewApproval) -> Result<Approval> {

@@ -1,0 +1,16 @@
+-- Policy bundles: every applied set of a tenant's policy files and tests, one row per
+-- version. `files` is a JSON object (path -> text); diffs are computed from two rows.
+CREATE TABLE policy_bundles (
+    tenant      TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    sha256      TEXT NOT NULL,
+    files       TEXT NOT NULL,
+    mode        TEXT NOT NULL,               -- enforce | warn | off
+    source      TEXT NOT NULL,               -- api | directory
+    author      TEXT NOT NULL,
+    message     TEXT,
+    -- Policy test failures the bundle was applied with (`?tests=warn`), JSON; NULL if none.
+    test_failures TEXT,
+    created_us  INTEGER NOT NULL,
+    PRIMARY KEY (tenant, version)
+);
