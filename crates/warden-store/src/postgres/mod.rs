@@ -399,6 +399,26 @@ impl Store for PgStore {
         policies::history(self, tenant, namespace).await
     }
 
+    async fn append_bundle_version(&self, b: NewBundleVersion) -> Result<BundleVersion> {
+        policies::append_bundle(self, b).await
+    }
+
+    async fn bundle_version(
+        &self,
+        tenant: &TenantId,
+        version: i64,
+    ) -> Result<Option<BundleVersion>> {
+        policies::bundle(self, tenant, version).await
+    }
+
+    async fn bundle_versions(&self, tenant: &TenantId) -> Result<Vec<BundleVersion>> {
+        policies::bundles(self, tenant).await
+    }
+
+    async fn latest_bundle_versions(&self) -> Result<Vec<BundleVersion>> {
+        policies::latest_bundles(self).await
+    }
+
     async fn create_approval(&self, a: &NewApproval) -> Result<Approval> {
         let tenant = TenantId::parse(&a.tenant)?;
         let namespace = NamespacePath::parse(&a.namespace)?;

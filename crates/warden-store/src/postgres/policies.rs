@@ -1,4 +1,6 @@
-//! API-managed policy texts in PostgreSQL: one row per version of a namespace's text.
+//! Policies in PostgreSQL: API-managed texts (one row per version of a namespace's text, kept
+//! for the one-time import into bundles) and policy bundles (one row per version of a
+//! tenant's whole set of files).
 
 use chrono::Utc;
 use sqlx::Row;
@@ -6,7 +8,7 @@ use sqlx::postgres::PgRow;
 use warden_core::{Error, Result, TenantId};
 
 use super::{PgStore, db_err, from_us, us};
-use crate::model::{PolicyChange, PolicyVersion};
+use crate::model::{BundleVersion, NewBundleVersion, PolicyChange, PolicyVersion};
 
 fn policy_from_row(r: &PgRow) -> Result<PolicyVersion> {
     Ok(PolicyVersion {
@@ -109,4 +111,123 @@ pub(super) async fn history(
     .await
     .map_err(db_err)?;
     rows.iter().map(policy_from_row).collect()
+}
+
+fn bundle_from_row(r: &PgRow) -> Result<BundleVersion> {
+    let tenant = TenantId::parse(r.get::<&str, _>("tenant"))?;
+    let version: i64 = r.get("version");
+    let bad = |what: String| Error::internal(format!("stored bundle {tenant} v{version}: {what}"));
+    let files =
+        serde_json::from_str(r.get::<&str, _>("files")).map_err(|e| bad(format!("files: {e}")))?;
+    let test_failures = r
+        .get::<Option<&str>, _>("test_failures")
+        .map(serde_json::from_str)
+        .transpose()
+        .map_err(|e| bad(format!("test_failures: {e}")))?;
+    Ok(BundleVersion {
+        version,
+        sha256: r.get("sha256"),
+        files,
+        mode: r.get("mode"),
+        source: r.get("source"),
+        author: r.get("author"),
+        message: r.get("message"),
+        test_failures,
+        created_at: from_us(r.get("created_us")),
+        tenant,
+    })
+}
+
+pub(super) async fn append_bundle(store: &PgStore, b: NewBundleVersion) -> Result<BundleVersion> {
+    let files = serde_json::to_string(&b.files)
+        .map_err(|e| Error::internal(format!("bundle files: {e}")))?;
+    let failures = b.test_failures.as_ref().map(|v| v.to_string());
+    let mut tx = store.pool.begin().await.map_err(db_err)?;
+    // Writers of one tenant's bundle take turns (on any node), so the version read below is
+    // still the latest when the next one is inserted and a stale `expected_version` is refused
+    // with its reason rather than a key violation.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("warden.bundle:{}", b.tenant))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+    let current: Option<i64> =
+        sqlx::query_scalar("SELECT MAX(version) FROM policy_bundles WHERE tenant = $1")
+            .bind(b.tenant.as_str())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err)?;
+    let current = current.unwrap_or(0);
+    if let Some(expected) = b.expected_version
+        && expected != current
+    {
+        return Err(Error::Conflict(format!(
+            "the policy bundle of {} is at version {current}, not {expected}; fetch it, apply your change to it and try again",
+            b.tenant
+        )));
+    }
+    let v = BundleVersion {
+        tenant: b.tenant,
+        version: current + 1,
+        sha256: b.sha256,
+        files: b.files,
+        mode: b.mode,
+        source: b.source,
+        author: b.author,
+        message: b.message,
+        test_failures: b.test_failures,
+        created_at: from_us(us(Utc::now())),
+    };
+    sqlx::query(
+        "INSERT INTO policy_bundles (tenant, version, sha256, files, mode, source, author, message, \
+         test_failures, created_us) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
+    )
+    .bind(v.tenant.as_str())
+    .bind(v.version)
+    .bind(&v.sha256)
+    .bind(&files)
+    .bind(&v.mode)
+    .bind(&v.source)
+    .bind(&v.author)
+    .bind(&v.message)
+    .bind(&failures)
+    .bind(us(v.created_at))
+    .execute(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    tx.commit().await.map_err(db_err)?;
+    Ok(v)
+}
+
+pub(super) async fn bundle(
+    store: &PgStore,
+    tenant: &TenantId,
+    version: i64,
+) -> Result<Option<BundleVersion>> {
+    let row = sqlx::query("SELECT * FROM policy_bundles WHERE tenant = $1 AND version = $2")
+        .bind(tenant.as_str())
+        .bind(version)
+        .fetch_optional(&store.pool)
+        .await
+        .map_err(db_err)?;
+    row.as_ref().map(bundle_from_row).transpose()
+}
+
+pub(super) async fn bundles(store: &PgStore, tenant: &TenantId) -> Result<Vec<BundleVersion>> {
+    let rows = sqlx::query("SELECT * FROM policy_bundles WHERE tenant = $1 ORDER BY version DESC")
+        .bind(tenant.as_str())
+        .fetch_all(&store.pool)
+        .await
+        .map_err(db_err)?;
+    rows.iter().map(bundle_from_row).collect()
+}
+
+pub(super) async fn latest_bundles(store: &PgStore) -> Result<Vec<BundleVersion>> {
+    let rows = sqlx::query(
+        "SELECT DISTINCT ON (tenant) * FROM policy_bundles ORDER BY tenant, version DESC",
+    )
+    .fetch_all(&store.pool)
+    .await
+    .map_err(db_err)?;
+    rows.iter().map(bundle_from_row).collect()
 }
