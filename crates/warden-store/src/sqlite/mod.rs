@@ -454,7 +454,7 @@ impl Store for SqliteStore {
             text: c.text,
             author: c.author,
             message: c.message,
-            created_at: Utc::now(),
+            created_at: from_us(us(Utc::now())),
         };
         sqlx::query(
             "INSERT INTO policy_versions (tenant, namespace, version, text, sha256, author, message, created_us) \
@@ -541,7 +541,7 @@ impl Store for SqliteStore {
             author: b.author,
             message: b.message,
             test_failures: b.test_failures,
-            created_at: Utc::now(),
+            created_at: from_us(us(Utc::now())),
         };
         sqlx::query(
             "INSERT INTO policy_bundles (tenant, version, sha256, files, mode, source, author, message, \
