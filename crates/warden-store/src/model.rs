@@ -89,6 +89,59 @@ pub struct BundleVersion {
     pub created_at: DateTime<Utc>,
 }
 
+impl NewBundleVersion {
+    /// Refuses the write when the writer based its bundle on another version than `current`
+    /// (optimistic concurrency; `Conflict` with what to do about it).
+    pub fn check_base(&self, current: i64) -> Result<(), Error> {
+        match self.expected_version {
+            Some(expected) if expected != current => Err(Error::Conflict(format!(
+                "the policy bundle of {} is at version {current}, not {expected}; fetch it, apply your change to it and try again",
+                self.tenant
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The version to store, numbered `version`, created `created_at`.
+    pub fn into_version(self, version: i64, created_at: DateTime<Utc>) -> BundleVersion {
+        BundleVersion {
+            tenant: self.tenant,
+            version,
+            sha256: self.sha256,
+            files: self.files,
+            mode: self.mode,
+            source: self.source,
+            author: self.author,
+            message: self.message,
+            test_failures: self.test_failures,
+            created_at,
+        }
+    }
+}
+
+/// The JSON columns of a stored bundle (`files`, `test_failures`) decoded, or an error naming
+/// the row.
+pub fn decode_bundle_json(
+    tenant: &TenantId,
+    version: i64,
+    files: &str,
+    test_failures: Option<&str>,
+) -> Result<
+    (
+        std::collections::BTreeMap<String, String>,
+        Option<serde_json::Value>,
+    ),
+    Error,
+> {
+    let bad = |what: String| Error::internal(format!("stored bundle {tenant} v{version}: {what}"));
+    let files = serde_json::from_str(files).map_err(|e| bad(format!("files: {e}")))?;
+    let test_failures = test_failures
+        .map(serde_json::from_str)
+        .transpose()
+        .map_err(|e| bad(format!("test_failures: {e}")))?;
+    Ok((files, test_failures))
+}
+
 #[derive(Clone, Debug)]
 pub struct NewEvent {
     pub event: AuditEvent,

@@ -230,14 +230,8 @@ fn policy_from_row(r: &SqliteRow) -> Result<PolicyVersion> {
 fn bundle_from_row(r: &SqliteRow) -> Result<BundleVersion> {
     let tenant = TenantId::parse(r.get::<&str, _>("tenant"))?;
     let version: i64 = r.get("version");
-    let bad = |what: String| Error::internal(format!("stored bundle {tenant} v{version}: {what}"));
-    let files =
-        serde_json::from_str(r.get::<&str, _>("files")).map_err(|e| bad(format!("files: {e}")))?;
-    let test_failures = r
-        .get::<Option<&str>, _>("test_failures")
-        .map(serde_json::from_str)
-        .transpose()
-        .map_err(|e| bad(format!("test_failures: {e}")))?;
+    let (files, test_failures) =
+        decode_bundle_json(&tenant, version, r.get("files"), r.get("test_failures"))?;
     Ok(BundleVersion {
         version,
         sha256: r.get("sha256"),
@@ -523,26 +517,8 @@ impl Store for SqliteStore {
                 .await
                 .map_err(db_err)?;
         let current = current.unwrap_or(0);
-        if let Some(expected) = b.expected_version
-            && expected != current
-        {
-            return Err(Error::Conflict(format!(
-                "the policy bundle of {} is at version {current}, not {expected}; fetch it, apply your change to it and try again",
-                b.tenant
-            )));
-        }
-        let v = BundleVersion {
-            tenant: b.tenant,
-            version: current + 1,
-            sha256: b.sha256,
-            files: b.files,
-            mode: b.mode,
-            source: b.source,
-            author: b.author,
-            message: b.message,
-            test_failures: b.test_failures,
-            created_at: from_us(us(Utc::now())),
-        };
+        b.check_base(current)?;
+        let v = b.into_version(current + 1, from_us(us(Utc::now())));
         sqlx::query(
             "INSERT INTO policy_bundles (tenant, version, sha256, files, mode, source, author, message, \
              test_failures, created_us) VALUES (?,?,?,?,?,?,?,?,?,?)",
