@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 
 # Tests that need a backend fail (never skip) when it is missing.
 export WARDEN_REQUIRE_BACKENDS=1
+# A one-off build gains nothing from incremental compilation, whose caches cost disk.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 echo "== PostgreSQL (the storage tests run on it as well as on SQLite)"
 export WARDEN_TEST_POSTGRES_URL="${WARDEN_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"

@@ -530,6 +530,70 @@ where
     Ok(())
 }
 
+/// Stored versions this node could not put in force, reported once rather than at every poll.
+#[derive(Default)]
+pub struct Refused(std::collections::HashSet<(String, i64)>);
+
+/// Puts in force the API-managed bundles stored since this node last looked — applied,
+/// rolled back or promoted through another node of the cluster. A version this node cannot
+/// compile (its policy directory's schema extension differs, say) leaves the previous one in
+/// force and is reported once.
+pub async fn sync_api_bundles(state: &AppState, refused: &mut Refused) {
+    let heads = match state.store.bundle_heads().await {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the stored policy bundle versions");
+            return;
+        }
+    };
+    let runtime = &state.policies;
+    let loaded = |tenant: &TenantId| runtime.api_bundle(tenant.as_str()).map_or(0, |b| b.version);
+    for (tenant, head) in heads {
+        if head <= loaded(&tenant)
+            || runtime.dir_manages(tenant.as_str())
+            || refused.0.contains(&(tenant.as_str().to_owned(), head))
+        {
+            continue;
+        }
+        // Taken as a local change does, so a change this node is applying right now is
+        // finished (and found in force below) before a newer one is looked at.
+        let _order = runtime.changes.lock().await;
+        if head <= loaded(&tenant) {
+            continue;
+        }
+        let stored = match state.store.bundle_version(&tenant, head).await {
+            Ok(Some(v)) => v,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(%tenant, version = head, error = %e, "cannot read a stored policy bundle");
+                continue;
+            }
+        };
+        let bundle = ApiBundle {
+            bundle: Bundle::new(stored.files),
+            mode: BundleMode::parse(&stored.mode).unwrap_or_default(),
+            version: stored.version,
+        };
+        match runtime.apply_api_bundle(tenant.as_str(), bundle) {
+            Ok(()) => tracing::info!(
+                %tenant,
+                version = head,
+                author = %stored.author,
+                "policy bundle applied elsewhere is now in force here"
+            ),
+            Err(errors) => {
+                tracing::error!(
+                    %tenant,
+                    version = head,
+                    errors = %errors.join("; "),
+                    "a stored policy bundle does not compile on this node; the previous one stays in force"
+                );
+                refused.0.insert((tenant.as_str().to_owned(), head));
+            }
+        }
+    }
+}
+
 /// At start: imports per-namespace policies stored before bundles existed (once, as a
 /// tenant's first version), then puts every API-managed tenant's latest bundle in force.
 pub async fn load_api_bundles(store: &dyn Store, runtime: &PolicyRuntime) -> anyhow::Result<()> {

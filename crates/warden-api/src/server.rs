@@ -369,12 +369,11 @@ async fn refresh_registry(state: AppState, mut stop: tokio::sync::watch::Receive
     }
 }
 
-/// Polls the policy directory (and reloads at once on SIGHUP).
+/// Polls the policy directory (and reloads at once on SIGHUP), and the store for API-managed
+/// bundles applied through another node or the CLI, so that every node of a cluster enforces
+/// a change within one poll interval.
 async fn watch_policies(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
-    if state.policies.dir.is_none() {
-        let _ = stop.changed().await;
-        return;
-    }
+    let mut refused = crate::bundles::Refused::default();
     #[cfg(unix)]
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut tick = tokio::time::interval(state.config.policy_poll);
@@ -396,14 +395,18 @@ async fn watch_policies(state: AppState, mut stop: tokio::sync::watch::Receiver<
             _ = tick.tick() => false,
             _ = hup_signal => true,
         };
-        let runtime = state.policies.clone();
-        let outcome = tokio::task::spawn_blocking(move || runtime.reload_dir(force)).await;
-        let Ok(outcome) = outcome else { continue };
-        let applied = matches!(outcome, Reload::Applied { .. });
-        record_reload(&state, outcome).await;
-        if applied {
-            crate::bundles::sync_directory(&state).await;
+        if state.policies.dir.is_some() {
+            let runtime = state.policies.clone();
+            let outcome = tokio::task::spawn_blocking(move || runtime.reload_dir(force)).await;
+            if let Ok(outcome) = outcome {
+                let applied = matches!(outcome, Reload::Applied { .. });
+                record_reload(&state, outcome).await;
+                if applied {
+                    crate::bundles::sync_directory(&state).await;
+                }
+            }
         }
+        crate::bundles::sync_api_bundles(&state, &mut refused).await;
     }
 }
 

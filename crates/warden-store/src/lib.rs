@@ -83,6 +83,9 @@ pub trait Store: Send + Sync + 'static {
     async fn bundle_versions(&self, tenant: &TenantId) -> Result<Vec<BundleVersion>>;
     /// The newest version of every tenant that has one (to put in force at start).
     async fn latest_bundle_versions(&self) -> Result<Vec<BundleVersion>>;
+    /// The newest version number of every tenant that has one, without the files: polled by
+    /// every node so that a change applied on one is put in force on the others.
+    async fn bundle_heads(&self) -> Result<Vec<(TenantId, i64)>>;
 
     // --- approval requests ----------------------------------------------------------------
     // Every change is one conditional write, so that the server, the CLI and (later) several

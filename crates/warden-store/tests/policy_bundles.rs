@@ -72,6 +72,12 @@ async fn versions_are_numbered_per_tenant_and_read_back_as_written(b: Backend) {
     );
     let latest = store.latest_bundle_versions().await.unwrap();
     assert_eq!(latest, vec![v2, other]);
+    let globex = TenantId::parse("globex").unwrap();
+    assert_eq!(
+        store.bundle_heads().await.unwrap(),
+        vec![(acme, 2), (globex, 1)],
+        "the newest version number of each tenant, in tenant order"
+    );
 }
 
 async fn a_writer_based_on_a_stale_version_gets_a_conflict(b: Backend) {

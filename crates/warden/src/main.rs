@@ -7,6 +7,7 @@ mod duration;
 mod gateway_cmd;
 mod migrate_cmd;
 mod policy_cmd;
+mod policy_server_cmd;
 mod registry_cmd;
 mod remote;
 mod simulate_cmd;

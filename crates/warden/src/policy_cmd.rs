@@ -4,6 +4,9 @@
 //! - `fmt [--check] PATH…`: canonical formatting (Cedar's formatter).
 //! - `test DIR`: run the policy tests (`*.test.yaml`) with the server's engine.
 //! - `explain DIR --request FILE`: why a request gets its decision.
+//! - `simulate`: replay recorded decisions under a candidate (see `simulate_cmd`).
+//! - `versions`, `show`, `diff`, `apply`, `rollback`, `promote`: the tenant's bundle on a
+//!   running server (see `policy_server_cmd`).
 //!
 //! Exit codes, the same for every subcommand: 0 all is well; 1 the policies (or their tests,
 //! or their formatting) are not; 2 the command could not do its work as asked (a path that
@@ -25,6 +28,8 @@ use warden_policy::testing::{
     self, CaseResult, Expectation, TEST_FILE_SUFFIX, TestFile, TestReport,
 };
 use warden_policy::{Engine, PolicyError};
+
+use crate::policy_server_cmd::{self as remote, Op, ServerArgs};
 
 #[derive(Subcommand, Debug)]
 pub enum PolicyCommand {
@@ -62,6 +67,69 @@ pub enum PolicyCommand {
     /// Replay the recorded decisions of a window under a candidate policy directory and report
     /// which would change.
     Simulate(crate::simulate_cmd::SimulateArgs),
+    /// List the versions of the tenant's policy bundle on a server, newest first.
+    Versions {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// One version of the tenant's bundle on a server: its files and its diff from the one
+    /// before.
+    Show {
+        version: i64,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// How two versions of the tenant's bundle on a server differ, file by file.
+    Diff {
+        #[arg(long)]
+        from: i64,
+        #[arg(long)]
+        to: i64,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Apply a tenant's policies from a directory laid out as the server's
+    /// (`DIR/<tenant>/…`) as the next version of its API-managed bundle: validated, tested,
+    /// stored, in force and recorded, or refused with the reasons.
+    Apply {
+        dir: PathBuf,
+        #[arg(long)]
+        tenant: String,
+        /// `enforce` (default), `warn` or `off`.
+        #[arg(long)]
+        mode: Option<String>,
+        /// Why; kept with the version.
+        #[arg(long)]
+        message: Option<String>,
+        /// The version this change is based on: the server refuses it (409) if another change
+        /// came first [default: the current version].
+        #[arg(long)]
+        base_version: Option<i64>,
+        /// Apply even if policy tests fail (the failures are kept with the version).
+        #[arg(long)]
+        tests_warn: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Put an earlier version back in force (as a new version).
+    Rollback {
+        version: i64,
+        #[arg(long)]
+        message: Option<String>,
+        #[arg(long)]
+        base_version: Option<i64>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Enforce the shadow bundle, or the bundle in warn mode, as a new version.
+    Promote {
+        #[arg(long)]
+        message: Option<String>,
+        #[arg(long)]
+        base_version: Option<i64>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -86,6 +154,52 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
             format,
         } => explain(&dir, &request, format),
         PolicyCommand::Simulate(args) => crate::simulate_cmd::run(args),
+        PolicyCommand::Versions { server } => remote::run(server, Op::Versions),
+        PolicyCommand::Show { version, server } => remote::run(server, Op::Show { version }),
+        PolicyCommand::Diff { from, to, server } => remote::run(server, Op::Diff { from, to }),
+        PolicyCommand::Apply {
+            dir,
+            tenant,
+            mode,
+            message,
+            base_version,
+            tests_warn,
+            server,
+        } => remote::run(
+            server,
+            Op::Apply {
+                dir,
+                tenant,
+                mode,
+                message,
+                base_version,
+                tests_warn,
+            },
+        ),
+        PolicyCommand::Rollback {
+            version,
+            message,
+            base_version,
+            server,
+        } => remote::run(
+            server,
+            Op::Rollback {
+                version,
+                message,
+                base_version,
+            },
+        ),
+        PolicyCommand::Promote {
+            message,
+            base_version,
+            server,
+        } => remote::run(
+            server,
+            Op::Promote {
+                message,
+                base_version,
+            },
+        ),
     };
     Ok(ExitCode::from(code))
 }

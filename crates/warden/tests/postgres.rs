@@ -282,3 +282,133 @@ async fn two_nodes_on_one_database_keep_one_log_under_load() {
     assert!(out.success(), "{}", out.text());
     assert!(out.stdout.contains("acme: ok"), "{}", out.text());
 }
+
+/// The decision on `request` at `base`, asked again until it is `want` or `within` passed.
+async fn decision_becomes(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    request: &serde_json::Value,
+    want: &str,
+    within: Duration,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let (status, v) = authorize(client, base, token, request)
+            .await
+            .expect("authorize");
+        assert_eq!(status, StatusCode::OK, "{v}");
+        if v["decision"] == want || tokio::time::Instant::now() >= deadline {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn put_bundle(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    policy: &str,
+    base_version: i64,
+) -> serde_json::Value {
+    let r = client
+        .put(format!("{base}/api/v1/policies/bundle"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({
+            "files": {"globex/policies.cedar": policy},
+            "base_version": base_version,
+        }))
+        .send()
+        .await
+        .expect("put bundle");
+    let status = r.status();
+    let v: serde_json::Value = r.json().await.expect("JSON");
+    assert_eq!(status, StatusCode::OK, "{v}");
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_change_applied_on_one_node_is_enforced_by_the_other() {
+    let db = PgDatabase::create().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let out = warden(&["migrate", "--database", &db.url]).await;
+    assert!(out.success(), "{}", out.text());
+    let globex = |role: &'static [&'static str]| {
+        let mut args = vec!["--database", db.url.as_str(), "--tenant", "globex"];
+        args.extend_from_slice(role);
+        args
+    };
+    let admin = create_token(&data, &globex(&["--role", "policy_admin"])).await;
+    let agent = create_token(
+        &data,
+        &globex(&[
+            "--role",
+            "agent",
+            "--agent",
+            "ci-bot",
+            "--on-behalf-of",
+            "bob",
+            "--namespace",
+            "globex/builds",
+        ]),
+    )
+    .await;
+    let mut one = Server::start_args(&data, &example_policies(), &["--database", &db.url]).await;
+    let mut two = Server::start_args(
+        &data,
+        &example_policies(),
+        &["--database", &db.url, "--migrate-on-start", "false"],
+    )
+    .await;
+    let client = client();
+    let (request, _) = decision_request(0);
+
+    // globex has no policies yet (the example directory manages only acme): denied on both.
+    for node in [&one, &two] {
+        let (_, v) = authorize(&client, &node.base, &agent.secret, &request)
+            .await
+            .expect("authorize");
+        assert_eq!(v["decision"], "deny", "{v}");
+    }
+
+    let permit = "@id(\"globex.tools\")\npermit (principal, action == Action::\"call_tool\", resource is Tool);\n";
+    let applied = put_bundle(&client, &one.base, &admin.secret, permit, 0).await;
+    assert_eq!(applied["version"]["version"], 1, "{applied}");
+    let v = decision_becomes(
+        &client,
+        &two.base,
+        &agent.secret,
+        &request,
+        "allow",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(
+        v["decision"],
+        "allow",
+        "node two still enforces the old bundle: {v}\n{}",
+        two.log()
+    );
+
+    // And the other way round, through node two.
+    let forbid = "@id(\"globex.frozen\")\n@reason(\"change freeze\")\nforbid (principal, action, resource);\n";
+    put_bundle(&client, &two.base, &admin.secret, forbid, 1).await;
+    let v = decision_becomes(
+        &client,
+        &one.base,
+        &agent.secret,
+        &request,
+        "deny",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(v["decision"], "deny", "{v}\n{}", one.log());
+    assert!(
+        v.to_string().contains("globex.frozen"),
+        "denied by the new policy: {v}"
+    );
+    assert!(one.terminate().await.success(), "{}", one.log());
+    assert!(two.terminate().await.success(), "{}", two.log());
+}

@@ -419,6 +419,10 @@ impl Store for PgStore {
         policies::latest_bundles(self).await
     }
 
+    async fn bundle_heads(&self) -> Result<Vec<(TenantId, i64)>> {
+        policies::bundle_heads(self).await
+    }
+
     async fn create_approval(&self, a: &NewApproval) -> Result<Approval> {
         let tenant = TenantId::parse(&a.tenant)?;
         let namespace = NamespacePath::parse(&a.namespace)?;

@@ -209,3 +209,20 @@ pub(super) async fn latest_bundles(store: &PgStore) -> Result<Vec<BundleVersion>
     .map_err(db_err)?;
     rows.iter().map(bundle_from_row).collect()
 }
+
+pub(super) async fn bundle_heads(store: &PgStore) -> Result<Vec<(TenantId, i64)>> {
+    let rows = sqlx::query(
+        "SELECT tenant, MAX(version) AS version FROM policy_bundles GROUP BY tenant ORDER BY tenant",
+    )
+    .fetch_all(&store.pool)
+    .await
+    .map_err(db_err)?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                TenantId::parse(r.get::<&str, _>("tenant"))?,
+                r.get("version"),
+            ))
+        })
+        .collect()
+}

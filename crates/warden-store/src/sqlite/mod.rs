@@ -575,6 +575,23 @@ impl Store for SqliteStore {
         rows.iter().map(bundle_from_row).collect()
     }
 
+    async fn bundle_heads(&self) -> Result<Vec<(TenantId, i64)>> {
+        let rows = sqlx::query(
+            "SELECT tenant, MAX(version) AS version FROM policy_bundles GROUP BY tenant ORDER BY tenant",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    TenantId::parse(r.get::<&str, _>("tenant"))?,
+                    r.get("version"),
+                ))
+            })
+            .collect()
+    }
+
     async fn create_approval(&self, a: &NewApproval) -> Result<Approval> {
         let tenant = TenantId::parse(&a.tenant)?;
         let namespace = NamespacePath::parse(&a.namespace)?;
