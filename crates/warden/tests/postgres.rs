@@ -412,3 +412,201 @@ async fn a_policy_change_applied_on_one_node_is_enforced_by_the_other() {
     assert!(one.terminate().await.success(), "{}", one.log());
     assert!(two.terminate().await.success(), "{}", two.log());
 }
+
+/// A TCP relay between Warden and PostgreSQL that can cut the line: every open connection is
+/// dropped and new ones are closed on arrival, as when the database host goes away, until the
+/// line is restored. The database itself is the real server throughout.
+struct Line {
+    addr: std::net::SocketAddr,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    relays: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Line {
+    async fn to(target: std::net::SocketAddr) -> Line {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let relays = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (up2, relays2) = (up.clone(), relays.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !up2.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let relay = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                relays2.lock().unwrap().push(relay.abort_handle());
+            }
+        });
+        Line {
+            addr,
+            up,
+            relays,
+            accept,
+        }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for relay in self.relays.lock().unwrap().drain(..) {
+            relay.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Line {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_postgres_mid_write_refuses_with_503_and_loses_nothing_acknowledged() {
+    let db = PgDatabase::create().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let out = warden(&["migrate", "--database", &db.url]).await;
+    assert!(out.success(), "{}", out.text());
+    let agent = agent(&data, &db.url).await;
+
+    let direct = host_port(&db.url);
+    let target: std::net::SocketAddr = tokio::net::lookup_host(direct.as_str())
+        .await
+        .expect("resolve the PostgreSQL host")
+        .next()
+        .expect("an address");
+    let line = Line::to(target).await;
+    let via_line = db.url.replacen(direct.as_str(), &line.addr.to_string(), 1);
+    let mut server = Server::start_args(
+        &data,
+        &example_policies(),
+        &["--database", &via_line, "--migrate-on-start", "false"],
+    )
+    .await;
+    let client = client();
+
+    let load = Load::start(&server.base, &agent.secret, 4);
+    load.wait_for(300, Duration::from_secs(3)).await;
+
+    // The database goes away under load.
+    line.cut();
+    let before_cut = load.acknowledged_so_far();
+    // The door refuses, saying when to come back, instead of answering without a record.
+    let (request, _) = decision_request(1);
+    let mut refused = None;
+    for _ in 0..40 {
+        let r = client
+            .post(format!("{}/api/v1/authorize", server.base))
+            .bearer_auth(&agent.secret)
+            .json(&request)
+            .send()
+            .await
+            .expect("the server still answers while the database is gone");
+        if r.status() == StatusCode::SERVICE_UNAVAILABLE {
+            refused = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let refused = refused
+        .unwrap_or_else(|| panic!("no 503 while PostgreSQL was unreachable\n{}", server.log()));
+    assert!(
+        refused.headers().get("retry-after").is_some(),
+        "a refusal says when to retry: {:?}",
+        refused.headers()
+    );
+    let ready = client
+        .get(format!("{}/readyz", server.base))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let during_cut = load.acknowledged_so_far();
+
+    // The database comes back: service resumes without a restart.
+    line.restore();
+    load.wait_for(during_cut + 300, Duration::from_secs(60))
+        .await;
+    let result = load.halt().await;
+    let after = result.acknowledged.len();
+    println!(
+        "acknowledged {before_cut} before the cut, {} while cut, {after} in all; \
+         {} refused with 503",
+        during_cut - before_cut,
+        result.unavailable
+    );
+    assert!(
+        after >= during_cut + 300,
+        "service did not resume after the database came back\n{}",
+        server.log()
+    );
+    assert!(
+        result.unavailable > 0,
+        "no refusal while the database was gone"
+    );
+    assert!(
+        result.unexpected.is_empty() && result.errors_before_stop.is_empty(),
+        "{:?} {:?}",
+        result.unexpected,
+        result.errors_before_stop
+    );
+    assert!(server.terminate().await.success(), "{}", server.log());
+
+    // Every acknowledged decision is in the log, which is still one verifiable sequence.
+    let out = warden(&[
+        "audit",
+        "export",
+        "--data-dir",
+        path_str(&data),
+        "--database",
+        &db.url,
+        "--tenant",
+        "acme",
+    ])
+    .await;
+    assert!(out.success(), "{}", out.text());
+    let exported: HashSet<String> = out
+        .stdout
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("JSON lines");
+            v["id"].as_str().expect("id").to_owned()
+        })
+        .collect();
+    let acknowledged: HashSet<String> = result.acknowledged.into_iter().collect();
+    assert!(
+        acknowledged.is_subset(&exported),
+        "{} acknowledged decisions are not in the log",
+        acknowledged.difference(&exported).count()
+    );
+    let (events, lo, hi, seqs, ids) = log_shape(&db).await;
+    assert_eq!((lo, hi, seqs, ids), (0, events - 1, events, events));
+    let out = verify_on(&data, &db.url).await;
+    assert!(out.success(), "{}", out.text());
+    assert!(out.stdout.contains("acme: ok"), "{}", out.text());
+}
+
+/// The `host:port` part of a database URL (which names its port explicitly).
+fn host_port(url: &str) -> String {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let host = authority.rsplit('@').next().unwrap_or(authority);
+    assert!(
+        host.contains(':'),
+        "the test database URL names its port: {url}"
+    );
+    host.to_owned()
+}
