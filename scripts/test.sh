@@ -41,7 +41,8 @@ echo "== MCP peers (pinned servers and clients for the interoperability tests)"
 ./scripts/install-peers.sh
 
 echo "== cargo test"
-cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/test-output.txt
+# --show-output: the fault tests print what they counted (acknowledged, refused, delivered).
+cargo test --workspace --locked --no-fail-fast -- --show-output 2>&1 | tee target/test-output.txt
 # Summarise in one line for CI readers.
 passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' target/test-output.txt | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed' target/test-output.txt | awk '{s+=$1} END {print s+0}')
