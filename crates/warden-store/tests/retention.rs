@@ -254,7 +254,10 @@ async fn a_hold_placed_after_planning_stops_the_run(b: Backend) {
     assert!(matches!(err, warden_core::Error::Conflict(_)), "{err:?}");
     assert_eq!(rows(&s, &acme).await.len(), 1);
     assert!(s.legal_holds(&tenant("other")).await.unwrap().is_empty());
-    assert_eq!(s.legal_holds(&acme).await.unwrap(), vec![hold]);
+    let holds = s.legal_holds(&acme).await.unwrap();
+    assert_eq!(holds.len(), 1);
+    assert_eq!((holds[0].id, holds[0].reason.as_str()), (hold.id, "everything"));
+    assert!(holds[0].is_active());
 }
 
 on_both_backends!(
