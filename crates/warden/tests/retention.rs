@@ -1,0 +1,313 @@
+//! Retention end to end on a real server and the CLI: rules and holds through the API (roles,
+//! validation, audit events), `warden audit retention apply` on backdated events, and
+//! `warden audit verify` passing after the purge and expiry with their counts — while a row
+//! deleted or a payload removed by hand, with no retention run behind it, still fails.
+
+mod common;
+
+use std::path::Path;
+
+use chrono::{Duration, Utc};
+use common::*;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use warden_core::{Actor, AuditEvent};
+use warden_store::{NewEvent, SqliteStore, Store};
+
+/// Events `days` old, written through the store library: backdating is a test-only path
+/// that the API does not offer.
+async fn append_backdated(data: &Path, namespace: &str, days: i64, n: usize) {
+    let store = SqliteStore::open(&data.join("warden.db")).await.unwrap();
+    let batch: Vec<NewEvent> = (0..n)
+        .map(|i| {
+            let mut e = AuditEvent::new(
+                "acme",
+                namespace,
+                "authz.decision",
+                "warden.api",
+                Actor::default(),
+                json!({"request": {"note": format!("old {namespace} {days} {i}")}}),
+            );
+            e.header.time = Utc::now() - Duration::days(days);
+            NewEvent {
+                event: e,
+                dedupe: false,
+            }
+        })
+        .collect();
+    store.append_events(&batch).await.unwrap();
+}
+
+async fn open(data: &Path) -> SqlitePool {
+    let opts = SqliteConnectOptions::new().filename(data.join("warden.db"));
+    SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(opts)
+        .await
+        .unwrap()
+}
+
+async fn sql_count(data: &Path, sql: &str) -> i64 {
+    let pool = open(data).await;
+    let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    n
+}
+
+async fn sql_exec(data: &Path, sql: &str) {
+    let pool = open(data).await;
+    let done = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(&pool)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    assert!(done.rows_affected() > 0, "{sql} changed nothing");
+    pool.close().await;
+}
+
+fn copy_data(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to.join("keys")).unwrap();
+    for f in ["warden.db", "warden.db-wal", "warden.db-shm"] {
+        if from.join(f).exists() {
+            std::fs::copy(from.join(f), to.join(f)).unwrap();
+        }
+    }
+    for entry in std::fs::read_dir(from.join("keys")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join("keys").join(entry.file_name())).unwrap();
+    }
+}
+
+async fn call(
+    method: reqwest::Method,
+    base: &str,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut r = client()
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(token);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_through_api_and_cli_keeps_the_log_verifiable() {
+    use reqwest::Method as M;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let agent = agent_token(&data).await;
+    let admin = create_token(&data, &["--tenant", "acme", "--role", "admin"]).await;
+    let auditor = auditor_token(&data).await;
+    let scoped = create_token(
+        &data,
+        &["--tenant", "acme", "--role", "admin", "--namespace", "acme/platform"],
+    )
+    .await;
+    append_backdated(&data, "acme/platform/api", 400, 3).await;
+    append_backdated(&data, "acme/platform/api", 40, 2).await;
+    append_backdated(&data, "acme/legal", 400, 2).await;
+
+    let mut server = Server::start(&data).await;
+    let base = server.base.clone();
+    for i in 0..3 {
+        let (body, _) = decision_request(i);
+        let (status, v) = authorize(&client(), &base, &agent.secret, &body).await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{v}");
+    }
+
+    // Roles and validation.
+    let rule = json!({"namespace": "acme", "payload_days": 30, "header_days": 365});
+    let put = |token: &str, body: Value| {
+        let token = token.to_owned();
+        let base = base.clone();
+        async move { call(M::PUT, &base, "/api/v1/retention", &token, Some(body)).await }
+    };
+    assert_eq!(put(&auditor.secret, rule.clone()).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(put(&agent.secret, rule.clone()).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(put(&scoped.secret, rule.clone()).await.0, StatusCode::FORBIDDEN);
+    let (status, v) = put(
+        &admin.secret,
+        json!({"namespace": "acme", "payload_days": 30, "header_days": 7}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("header_days"), "{v}");
+    let (status, v) = put(&admin.secret, json!({"namespace": "acme", "payload_days": 0})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    let (status, v) = put(&admin.secret, json!({"namespace": "acme", "keep": 1})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "unknown fields are refused: {v}");
+    let (status, v) = put(&admin.secret, json!({"namespace": "other", "payload_days": 1})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "another tenant's namespace: {v}");
+    let (status, v) = put(&admin.secret, rule.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["header_days"], 365);
+    let (status, v) = call(M::GET, &base, "/api/v1/retention", &auditor.secret, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
+    let (status, _) = call(
+        M::DELETE,
+        &base,
+        "/api/v1/retention?namespace=acme/nothing",
+        &admin.secret,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let (status, v) = call(
+        M::POST,
+        &base,
+        "/api/v1/legal-holds",
+        &admin.secret,
+        Some(json!({"namespace": "acme/legal", "from": "2026-01-02T00:00:00Z", "to": "2026-01-01T00:00:00Z", "reason": "x"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    let (status, v) = call(
+        M::POST,
+        &base,
+        "/api/v1/legal-holds",
+        &admin.secret,
+        Some(json!({"namespace": "acme/legal", "reason": ""})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    let (status, hold) = call(
+        M::POST,
+        &base,
+        "/api/v1/legal-holds",
+        &admin.secret,
+        Some(json!({"namespace": "acme/legal", "reason": "case 7"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{hold}");
+    let hold_id = hold["id"].as_str().unwrap().to_owned();
+    let (status, v) = call(M::GET, &base, "/api/v1/legal-holds", &auditor.secret, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v[0]["active"], true, "{v}");
+    let (status, _) = call(M::POST, &base, "/api/v1/retention/apply", &auditor.secret, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let status = server.terminate().await;
+    assert!(status.success(), "{}", server.log());
+
+    // Applied from the CLI: 3 headers past 365 days, 2 payloads past 30; the held 2 stay.
+    let d = path_str(&data);
+    let out = warden(&["audit", "retention", "apply", "--data-dir", d]).await;
+    assert!(!out.success() && out.stderr.contains("--by"), "{}", out.text());
+    let out = warden(&["audit", "retention", "apply", "--data-dir", d, "--by", "ops"]).await;
+    assert!(out.success(), "{}", out.text());
+    assert!(
+        out.stdout
+            .contains("acme: 2 payloads purged, 3 headers deleted, 2 events kept by legal holds"),
+        "{}",
+        out.text()
+    );
+    let out = verify(&data).await;
+    assert!(out.success(), "verify after retention: {}", out.text());
+    assert!(
+        out.stdout.contains("2 payloads purged") && out.stdout.contains("3 headers expired"),
+        "{}",
+        out.text()
+    );
+    // Held events keep header and payload.
+    assert_eq!(
+        sql_count(
+            &data,
+            "SELECT COUNT(*) FROM audit_events WHERE namespace = 'acme/legal' AND event_type = 'authz.decision' AND payload IS NOT NULL"
+        )
+        .await,
+        2
+    );
+    // Every change is an audit event.
+    for (t, n) in [
+        ("audit.retention.rule_set", 1),
+        ("audit.legal_hold.placed", 1),
+        ("audit.retention.applied", 1),
+    ] {
+        let q = format!("SELECT COUNT(*) FROM audit_events WHERE event_type = '{t}'");
+        assert_eq!(sql_count(&data, &q).await, n, "{t}");
+    }
+
+    // Removals without a retention run behind them still fail.
+    let live = "(SELECT MAX(seq) FROM audit_events WHERE event_type = 'authz.decision' AND payload IS NOT NULL)";
+    let cases = [
+        (
+            "a row deleted by hand",
+            format!("DELETE FROM audit_events WHERE seq = {live}"),
+            "[sequence]",
+        ),
+        (
+            "a payload removed by hand",
+            format!("UPDATE audit_events SET payload = NULL WHERE seq = {live}"),
+            "[unexplained_removal]",
+        ),
+        (
+            "a row deleted with its leaf kept, as retention would",
+            format!(
+                "INSERT INTO audit_expired_leaves SELECT tenant, seq, leaf_hash FROM audit_events WHERE seq = {live}; \
+                 DELETE FROM audit_events WHERE seq IN (SELECT seq FROM audit_expired_leaves)"
+            ),
+            "[unexplained_removal]",
+        ),
+    ];
+    for (i, (name, sql, want)) in cases.iter().enumerate() {
+        let copy = tmp.path().join(format!("case-{i}"));
+        copy_data(&data, &copy);
+        sql_exec(&copy, sql).await;
+        let out = verify(&copy).await;
+        assert!(
+            !out.success() && out.stdout.contains(want),
+            "{name}: expected failure with {want}: {}",
+            out.text()
+        );
+    }
+
+    // Released, the hold no longer keeps its events; a run through the API removes them.
+    let mut server = Server::start(&data).await;
+    let base = server.base.clone();
+    let release = format!("/api/v1/legal-holds/{hold_id}/release");
+    let (status, v) = call(M::POST, &base, &release, &admin.secret, Some(json!({"reason": "case closed"}))).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["active"], false);
+    let (status, _) = call(M::POST, &base, &release, &admin.secret, Some(json!({"reason": "again"}))).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, v) = call(M::POST, &base, "/api/v1/retention/apply", &admin.secret, None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["headers_deleted"], 2, "{v}");
+    assert_eq!(v["payloads_purged"], 0, "{v}");
+    let (status, v) = call(
+        M::DELETE,
+        &base,
+        "/api/v1/retention?namespace=acme",
+        &admin.secret,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let status = server.terminate().await;
+    assert!(status.success(), "{}", server.log());
+    for (t, n) in [
+        ("audit.legal_hold.released", 1),
+        ("audit.retention.rule_deleted", 1),
+        ("audit.retention.applied", 2),
+    ] {
+        let q = format!("SELECT COUNT(*) FROM audit_events WHERE event_type = '{t}'");
+        assert_eq!(sql_count(&data, &q).await, n, "{t}");
+    }
+    let out = verify(&data).await;
+    assert!(
+        out.success() && out.stdout.contains("5 headers expired"),
+        "{}",
+        out.text()
+    );
+}
