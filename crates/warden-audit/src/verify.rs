@@ -201,15 +201,14 @@ impl LogVerifier {
         records: Vec<(u64, String)>,
     ) -> Result<LogVerifier, VerifyFailure> {
         for (seq, payload_json) in records {
-            let record: RetentionRecord = serde_json::from_str(&payload_json).map_err(|e| {
-                VerifyFailure {
+            let record: RetentionRecord =
+                serde_json::from_str(&payload_json).map_err(|e| VerifyFailure {
                     seq: Some(seq),
                     event_id: None,
                     checkpoint_size: None,
                     kind: FailureKind::RetentionRecord,
                     detail: format!("retention record does not parse: {e}"),
-                }
-            })?;
+                })?;
             self.retention.push(Preloaded {
                 seq,
                 payload_json,
@@ -241,7 +240,9 @@ impl LogVerifier {
         if seq != expected {
             return Err(fail(
                 FailureKind::Sequence,
-                format!("expected event #{expected} next but found the leaf of deleted event #{seq}"),
+                format!(
+                    "expected event #{expected} next but found the leaf of deleted event #{seq}"
+                ),
             ));
         }
         if !self.explained(seq, |r| &r.deleted_ranges) {
@@ -335,7 +336,8 @@ impl LogVerifier {
             && let Some(p) = self.retention.iter_mut().find(|p| p.seq == row.seq)
         {
             if row.payload_json.as_deref() != Some(p.payload_json.as_str()) {
-                let why = "the retention record read ahead differs from the event in the log".into();
+                let why =
+                    "the retention record read ahead differs from the event in the log".into();
                 return Err(fail(FailureKind::RetentionRecord, id, why));
             }
             p.confirmed = true;

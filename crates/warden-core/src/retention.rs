@@ -63,7 +63,8 @@ pub fn rule_for<'a>(rules: &'a [RetentionRule], namespace: &str) -> Option<&'a R
 /// True when `namespace` is `subtree` or lies below it.
 pub fn covers(subtree: &str, namespace: &str) -> bool {
     namespace == subtree
-        || (namespace.starts_with(subtree) && namespace.as_bytes().get(subtree.len()) == Some(&b'/'))
+        || (namespace.starts_with(subtree)
+            && namespace.as_bytes().get(subtree.len()) == Some(&b'/'))
 }
 
 /// A legal hold: while active, no event it covers loses its payload or its header.
@@ -201,11 +202,23 @@ mod tests {
             rule("acme/hr", Some(7), None),
             rule("acme/hr/payroll", None, None),
         ];
-        assert_eq!(rule_for(&rules, "acme/dev").unwrap().namespace.as_str(), "acme");
-        assert_eq!(rule_for(&rules, "acme/hr").unwrap().namespace.as_str(), "acme/hr");
-        assert_eq!(rule_for(&rules, "acme/hrx").unwrap().namespace.as_str(), "acme");
         assert_eq!(
-            rule_for(&rules, "acme/hr/payroll/x").unwrap().namespace.as_str(),
+            rule_for(&rules, "acme/dev").unwrap().namespace.as_str(),
+            "acme"
+        );
+        assert_eq!(
+            rule_for(&rules, "acme/hr").unwrap().namespace.as_str(),
+            "acme/hr"
+        );
+        assert_eq!(
+            rule_for(&rules, "acme/hrx").unwrap().namespace.as_str(),
+            "acme"
+        );
+        assert_eq!(
+            rule_for(&rules, "acme/hr/payroll/x")
+                .unwrap()
+                .namespace
+                .as_str(),
             "acme/hr/payroll"
         );
         assert!(rule_for(&rules[1..], "acme/dev").is_none());

@@ -78,7 +78,11 @@ async fn assert_tree_whole(s: &Arc<dyn Store>, t: &TenantId) {
     leaves.extend(s.expired_leaves(t, 0, 10_000).await.unwrap());
     leaves.sort_by_key(|l| l.0);
     let seqs: Vec<u64> = leaves.iter().map(|l| l.0).collect();
-    assert_eq!(seqs, (0..head.size).collect::<Vec<_>>(), "every position once");
+    assert_eq!(
+        seqs,
+        (0..head.size).collect::<Vec<_>>(),
+        "every position once"
+    );
     let hashes: Vec<[u8; 32]> = leaves.iter().map(|l| l.1).collect();
     let range = CompactRange::from_frontier(head.size, head.frontier).unwrap();
     assert_eq!(range.root(), root_from_leaves(&hashes));
@@ -110,10 +114,19 @@ async fn rules_holds_and_purge(b: Backend) {
         .await
         .unwrap();
 
-    assert!(s.put_retention_rule(&rule("acme", "acme", Some(30), Some(365))).await.unwrap().is_none());
+    assert!(
+        s.put_retention_rule(&rule("acme", "acme", Some(30), Some(365)))
+            .await
+            .unwrap()
+            .is_none()
+    );
     // acme/hr keeps payloads 60 days and headers forever: the more specific rule wins.
-    s.put_retention_rule(&rule("acme", "acme/hr", Some(60), None)).await.unwrap();
-    s.put_retention_rule(&rule("acme", "acme/keep", None, None)).await.unwrap();
+    s.put_retention_rule(&rule("acme", "acme/hr", Some(60), None))
+        .await
+        .unwrap();
+    s.put_retention_rule(&rule("acme", "acme/keep", None, None))
+        .await
+        .unwrap();
     let replaced = s
         .put_retention_rule(&rule("acme", "acme/hr", Some(50), None))
         .await
@@ -121,7 +134,12 @@ async fn rules_holds_and_purge(b: Backend) {
         .expect("replaces the earlier acme/hr rule");
     assert_eq!(replaced.payload_days, Some(60));
     assert_eq!(s.retention_rules(&acme).await.unwrap().len(), 3);
-    assert!(s.retention_rules(&tenant("other")).await.unwrap().is_empty());
+    assert!(
+        s.retention_rules(&tenant("other"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(s.retention_tenants().await.unwrap(), vec![acme.clone()]);
 
     let hold = LegalHold {
@@ -190,12 +208,21 @@ async fn rules_holds_and_purge(b: Backend) {
     assert_eq!((rec.payloads_purged, rec.headers_deleted), (2, 1));
 
     // The other tenant is untouched.
-    assert_eq!(rows(&s, &tenant("other")).await, vec![(0, "other/dev".into(), true)]);
+    assert_eq!(
+        rows(&s, &tenant("other")).await,
+        vec![(0, "other/dev".into(), true)]
+    );
 
     // A second run removes nothing more; the record itself is never removed.
-    let again = apply_tenant(s.as_ref(), &acme, now + Duration::days(1000), "warden.cli", &actor)
-        .await
-        .unwrap();
+    let again = apply_tenant(
+        s.as_ref(),
+        &acme,
+        now + Duration::days(1000),
+        "warden.cli",
+        &actor,
+    )
+    .await
+    .unwrap();
     assert_eq!(again.payloads_purged, 1, "acme/hr keeps headers: {again:?}");
     // 1, 2, 3 (acme/hr keeps headers), 6 kept forever; 1 and 2 past 365 days now.
     assert_eq!(again.headers_deleted, 2, "{again:?}");
@@ -209,12 +236,17 @@ async fn rules_holds_and_purge(b: Backend) {
         .unwrap()
         .unwrap();
     assert!(!released.is_active());
-    assert!(s.release_legal_hold(&acme, hold.id, "test", "again", now).await.is_err());
-    assert!(s
-        .release_legal_hold(&tenant("other"), hold.id, "test", "x", now)
-        .await
-        .unwrap()
-        .is_none());
+    assert!(
+        s.release_legal_hold(&acme, hold.id, "test", "again", now)
+            .await
+            .is_err()
+    );
+    assert!(
+        s.release_legal_hold(&tenant("other"), hold.id, "test", "x", now)
+            .await
+            .unwrap()
+            .is_none()
+    );
     let last = apply_tenant(s.as_ref(), &acme, now, "warden.cli", &actor)
         .await
         .unwrap();
@@ -222,8 +254,18 @@ async fn rules_holds_and_purge(b: Backend) {
     assert!(last.blocked_by_holds.is_empty());
     assert_tree_whole(&s, &acme).await;
 
-    assert!(s.delete_retention_rule(&acme, &ns("acme/keep")).await.unwrap().is_some());
-    assert!(s.delete_retention_rule(&acme, &ns("acme/keep")).await.unwrap().is_none());
+    assert!(
+        s.delete_retention_rule(&acme, &ns("acme/keep"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        s.delete_retention_rule(&acme, &ns("acme/keep"))
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 async fn a_hold_placed_after_planning_stops_the_run(b: Backend) {
@@ -231,7 +273,9 @@ async fn a_hold_placed_after_planning_stops_the_run(b: Backend) {
     let s = db.open().await;
     let acme = tenant("acme");
     let now = Utc::now();
-    s.append_events(&[old_event("acme/dev", 400, now)]).await.unwrap();
+    s.append_events(&[old_event("acme/dev", 400, now)])
+        .await
+        .unwrap();
     let hold = LegalHold {
         id: uuid::Uuid::now_v7(),
         tenant: acme.clone(),
@@ -256,7 +300,10 @@ async fn a_hold_placed_after_planning_stops_the_run(b: Backend) {
     assert!(s.legal_holds(&tenant("other")).await.unwrap().is_empty());
     let holds = s.legal_holds(&acme).await.unwrap();
     assert_eq!(holds.len(), 1);
-    assert_eq!((holds[0].id, holds[0].reason.as_str()), (hold.id, "everything"));
+    assert_eq!(
+        (holds[0].id, holds[0].reason.as_str()),
+        (hold.id, "everything")
+    );
     assert!(holds[0].is_active());
 }
 

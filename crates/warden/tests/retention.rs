@@ -110,7 +110,14 @@ async fn retention_through_api_and_cli_keeps_the_log_verifiable() {
     let auditor = auditor_token(&data).await;
     let scoped = create_token(
         &data,
-        &["--tenant", "acme", "--role", "admin", "--namespace", "acme/platform"],
+        &[
+            "--tenant",
+            "acme",
+            "--role",
+            "admin",
+            "--namespace",
+            "acme/platform",
+        ],
     )
     .await;
     append_backdated(&data, "acme/platform/api", 400, 3).await;
@@ -121,7 +128,9 @@ async fn retention_through_api_and_cli_keeps_the_log_verifiable() {
     let base = server.base.clone();
     for i in 0..3 {
         let (body, _) = decision_request(i);
-        let (status, v) = authorize(&client(), &base, &agent.secret, &body).await.unwrap();
+        let (status, v) = authorize(&client(), &base, &agent.secret, &body)
+            .await
+            .unwrap();
         assert_eq!(status, StatusCode::OK, "{v}");
     }
 
@@ -132,9 +141,18 @@ async fn retention_through_api_and_cli_keeps_the_log_verifiable() {
         let base = base.clone();
         async move { call(M::PUT, &base, "/api/v1/retention", &token, Some(body)).await }
     };
-    assert_eq!(put(&auditor.secret, rule.clone()).await.0, StatusCode::FORBIDDEN);
-    assert_eq!(put(&agent.secret, rule.clone()).await.0, StatusCode::FORBIDDEN);
-    assert_eq!(put(&scoped.secret, rule.clone()).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        put(&auditor.secret, rule.clone()).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        put(&agent.secret, rule.clone()).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        put(&scoped.secret, rule.clone()).await.0,
+        StatusCode::FORBIDDEN
+    );
     let (status, v) = put(
         &admin.secret,
         json!({"namespace": "acme", "payload_days": 30, "header_days": 7}),
@@ -142,12 +160,28 @@ async fn retention_through_api_and_cli_keeps_the_log_verifiable() {
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
     assert!(v["detail"].as_str().unwrap().contains("header_days"), "{v}");
-    let (status, v) = put(&admin.secret, json!({"namespace": "acme", "payload_days": 0})).await;
+    let (status, v) = put(
+        &admin.secret,
+        json!({"namespace": "acme", "payload_days": 0}),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
     let (status, v) = put(&admin.secret, json!({"namespace": "acme", "keep": 1})).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "unknown fields are refused: {v}");
-    let (status, v) = put(&admin.secret, json!({"namespace": "other", "payload_days": 1})).await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "another tenant's namespace: {v}");
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "unknown fields are refused: {v}"
+    );
+    let (status, v) = put(
+        &admin.secret,
+        json!({"namespace": "other", "payload_days": 1}),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "another tenant's namespace: {v}"
+    );
     let (status, v) = put(&admin.secret, rule.clone()).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["header_days"], 365);
@@ -195,7 +229,14 @@ async fn retention_through_api_and_cli_keeps_the_log_verifiable() {
     let (status, v) = call(M::GET, &base, "/api/v1/legal-holds", &auditor.secret, None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v[0]["active"], true, "{v}");
-    let (status, _) = call(M::POST, &base, "/api/v1/retention/apply", &auditor.secret, None).await;
+    let (status, _) = call(
+        M::POST,
+        &base,
+        "/api/v1/retention/apply",
+        &auditor.secret,
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let status = server.terminate().await;
     assert!(status.success(), "{}", server.log());
@@ -203,8 +244,21 @@ async fn retention_through_api_and_cli_keeps_the_log_verifiable() {
     // Applied from the CLI: 3 headers past 365 days, 2 payloads past 30; the held 2 stay.
     let d = path_str(&data);
     let out = warden(&["audit", "retention", "apply", "--data-dir", d]).await;
-    assert!(!out.success() && out.stderr.contains("--by"), "{}", out.text());
-    let out = warden(&["audit", "retention", "apply", "--data-dir", d, "--by", "ops"]).await;
+    assert!(
+        !out.success() && out.stderr.contains("--by"),
+        "{}",
+        out.text()
+    );
+    let out = warden(&[
+        "audit",
+        "retention",
+        "apply",
+        "--data-dir",
+        d,
+        "--by",
+        "ops",
+    ])
+    .await;
     assert!(out.success(), "{}", out.text());
     assert!(
         out.stdout
@@ -276,12 +330,33 @@ async fn retention_through_api_and_cli_keeps_the_log_verifiable() {
     let mut server = Server::start(&data).await;
     let base = server.base.clone();
     let release = format!("/api/v1/legal-holds/{hold_id}/release");
-    let (status, v) = call(M::POST, &base, &release, &admin.secret, Some(json!({"reason": "case closed"}))).await;
+    let (status, v) = call(
+        M::POST,
+        &base,
+        &release,
+        &admin.secret,
+        Some(json!({"reason": "case closed"})),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["active"], false);
-    let (status, _) = call(M::POST, &base, &release, &admin.secret, Some(json!({"reason": "again"}))).await;
+    let (status, _) = call(
+        M::POST,
+        &base,
+        &release,
+        &admin.secret,
+        Some(json!({"reason": "again"})),
+    )
+    .await;
     assert_eq!(status, StatusCode::CONFLICT);
-    let (status, v) = call(M::POST, &base, "/api/v1/retention/apply", &admin.secret, None).await;
+    let (status, v) = call(
+        M::POST,
+        &base,
+        "/api/v1/retention/apply",
+        &admin.secret,
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["headers_deleted"], 2, "{v}");
     assert_eq!(v["payloads_purged"], 0, "{v}");

@@ -20,7 +20,10 @@ use crate::state::AppState;
 pub const MAX_REASON_BYTES: usize = 4096;
 
 fn can_change(caller: &Caller) -> Result<(), Problem> {
-    caller.require(caller.role() == Role::Admin, "change retention or legal holds")
+    caller.require(
+        caller.role() == Role::Admin,
+        "change retention or legal holds",
+    )
 }
 
 fn can_read(caller: &Caller) -> Result<(), Problem> {
@@ -153,7 +156,13 @@ fn check_reason(reason: &str) -> Result<(), Error> {
     Ok(())
 }
 
-fn admin_event(caller: &Caller, ns: &str, event_type: &str, action: &str, payload: serde_json::Value) -> AuditEvent {
+fn admin_event(
+    caller: &Caller,
+    ns: &str,
+    event_type: &str,
+    action: &str,
+    payload: serde_json::Value,
+) -> AuditEvent {
     let mut e = AuditEvent::new(
         caller.token.tenant.as_str(),
         ns,

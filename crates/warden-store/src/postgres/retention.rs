@@ -65,10 +65,7 @@ async fn rule(
     row.as_ref().map(rule_from_row).transpose()
 }
 
-pub(super) async fn put_rule(
-    pool: &PgPool,
-    r: &RetentionRule,
-) -> Result<Option<RetentionRule>> {
+pub(super) async fn put_rule(pool: &PgPool, r: &RetentionRule) -> Result<Option<RetentionRule>> {
     let mut tx = pool.begin().await.map_err(db_err)?;
     lock_tenant(&mut tx, &r.tenant).await?;
     let before = rule(&mut tx, &r.tenant, &r.namespace).await?;
@@ -137,7 +134,6 @@ pub(super) async fn place_hold(pool: &PgPool, h: &LegalHold) -> Result<()> {
     .await
     .map_err(db_err)?;
     tx.commit().await.map_err(db_err)
-
 }
 
 pub(super) async fn release_hold(
@@ -272,14 +268,15 @@ pub(super) async fn apply_ranges(
         .execute(&mut *tx)
         .await
         .map_err(db_err)?;
-        deleted += sqlx::query("DELETE FROM audit_events WHERE tenant = $1 AND seq >= $2 AND seq <= $3")
-            .bind(tenant.as_str())
-            .bind(*a as i64)
-            .bind(*b as i64)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?
-            .rows_affected();
+        deleted +=
+            sqlx::query("DELETE FROM audit_events WHERE tenant = $1 AND seq >= $2 AND seq <= $3")
+                .bind(tenant.as_str())
+                .bind(*a as i64)
+                .bind(*b as i64)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .rows_affected();
     }
     tx.commit().await.map_err(db_err)?;
     Ok((purged, deleted))

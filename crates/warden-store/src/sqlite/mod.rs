@@ -1094,7 +1094,10 @@ impl Store for SqliteStore {
     ) -> Result<Option<warden_core::retention::RetentionRule>> {
         retention::delete_rule(&self.pool, tenant, namespace).await
     }
-    async fn legal_holds(&self, tenant: &TenantId) -> Result<Vec<warden_core::retention::LegalHold>> {
+    async fn legal_holds(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<warden_core::retention::LegalHold>> {
         retention::holds(&self.pool, tenant).await
     }
     async fn place_legal_hold(&self, hold: &warden_core::retention::LegalHold) -> Result<()> {

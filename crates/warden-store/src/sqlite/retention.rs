@@ -276,14 +276,15 @@ pub(super) async fn apply_ranges(
         .execute(&mut *tx)
         .await
         .map_err(db_err)?;
-        deleted += sqlx::query("DELETE FROM audit_events WHERE tenant = ? AND seq >= ? AND seq <= ?")
-            .bind(tenant.as_str())
-            .bind(*a as i64)
-            .bind(*b as i64)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?
-            .rows_affected();
+        deleted +=
+            sqlx::query("DELETE FROM audit_events WHERE tenant = ? AND seq >= ? AND seq <= ?")
+                .bind(tenant.as_str())
+                .bind(*a as i64)
+                .bind(*b as i64)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .rows_affected();
     }
     tx.commit().await.map_err(db_err)?;
     Ok((purged, deleted))
