@@ -611,6 +611,87 @@ mod tests {
         );
     }
 
+    /// Events 0–3, then a retention record (4) deleting 0 and purging 2; a checkpoint over
+    /// all five. Returns the rows (0 removed, 2 purged), the record's payload, the verifier key.
+    fn retained_log() -> (Vec<StoredEvent>, Hash, String, Log) {
+        let base = log();
+        let mut rows: Vec<StoredEvent> = base.rows[..4].to_vec();
+        let record = RetentionRecord {
+            payloads_purged: 1,
+            headers_deleted: 1,
+            purged_ranges: vec![[2, 2]],
+            deleted_ranges: vec![[0, 0]],
+            now: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+            ..Default::default()
+        };
+        let mut e = event(4);
+        e.payload = serde_json::to_value(&record).unwrap();
+        e.header.event_type = warden_core::catalog::AUDIT_RETENTION_APPLIED.into();
+        e.header.payload_sha256 = payload_digest(&e.payload);
+        rows.push(row(4, &e));
+        let mut range = CompactRange::new();
+        for r in &rows {
+            range.append(r.leaf_hash);
+        }
+        let cp = sign(&base.signer, 5, range.root());
+        let payload = rows[4].payload_json.clone().unwrap();
+        let leaf0 = rows[0].leaf_hash;
+        rows.remove(0);
+        rows[1].payload_json = None;
+        let log = Log {
+            rows,
+            checkpoints: vec![cp],
+            signer: base.signer,
+        };
+        (log.rows.clone(), leaf0, payload, log)
+    }
+
+    #[test]
+    fn removals_a_retention_record_names_verify_and_are_counted() {
+        let (rows, leaf0, payload, log) = retained_log();
+        let verifier =
+            || LogVerifier::new(TENANT, Some(log.signer.verifier()), log.checkpoints.clone());
+        let mut v = verifier()
+            .with_retention_records(vec![(4, payload.clone())])
+            .unwrap();
+        v.expired(0, leaf0).unwrap();
+        for r in &rows {
+            v.event(r.clone()).unwrap();
+        }
+        let summary = v.finish().unwrap();
+        assert_eq!((summary.payloads_purged, summary.headers_expired), (1, 1));
+        assert_eq!(summary.events, 5);
+        assert_eq!(summary.checkpoints_verified, 1);
+
+        // Without the record, the kept leaf explains nothing.
+        let mut v = verifier();
+        assert_eq!(
+            v.expired(0, leaf0).unwrap_err().kind,
+            FailureKind::UnexplainedRemoval
+        );
+        // A record read ahead that is not the one in the log.
+        let forged = payload.replace("[[0,0]]", "[[0,3]]");
+        assert_ne!(forged, payload);
+        let mut v = verifier()
+            .with_retention_records(vec![(4, forged)])
+            .unwrap();
+        v.expired(0, leaf0).unwrap();
+        let err = rows
+            .iter()
+            .try_for_each(|r| v.event(r.clone()))
+            .unwrap_err();
+        assert_eq!(err.kind, FailureKind::RetentionRecord);
+        // A record at a position the log does not hold.
+        let mut v = verifier()
+            .with_retention_records(vec![(4, payload.clone()), (9, payload)])
+            .unwrap();
+        v.expired(0, leaf0).unwrap();
+        for r in &rows {
+            v.event(r.clone()).unwrap();
+        }
+        assert_eq!(v.finish().unwrap_err().kind, FailureKind::RetentionRecord);
+    }
+
     #[test]
     fn purged_payloads_verify_only_where_a_retention_run_recorded_them() {
         let mut log = log();
