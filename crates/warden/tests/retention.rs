@@ -507,3 +507,69 @@ async fn retention_on_postgres_keeps_the_log_verifiable() {
     .await
     .unwrap();
 }
+
+/// The server applies retention on its own at `[retention] interval`; `enabled = false` stops
+/// it, and an unknown key in the section is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_applies_retention_on_schedule() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let admin = create_token(&data, &["--tenant", "acme", "--role", "admin"]).await;
+    append_backdated(&data, "acme/platform/api", 400, 2).await;
+
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(&bad, "[retention]\nintervall = \"1s\"\n").unwrap();
+    let out = warden(&[
+        "serve",
+        "--data-dir",
+        path_str(&data),
+        "--config",
+        path_str(&bad),
+    ])
+    .await;
+    assert!(!out.success(), "{}", out.text());
+    assert!(out.text().contains("intervall"), "{}", out.text());
+
+    // Off: no run however long the server stays up.
+    let off = tmp.path().join("off.toml");
+    std::fs::write(&off, "[retention]\nenabled = false\ninterval = \"1s\"\n").unwrap();
+    let mut server =
+        Server::start_args(&data, &example_policies(), &["--config", path_str(&off)]).await;
+    let (status, v) = call(
+        reqwest::Method::PUT,
+        &server.base,
+        "/api/v1/retention",
+        &admin.secret,
+        Some(json!({"namespace": "acme", "header_days": 365})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    server.terminate().await;
+    let runs = "SELECT COUNT(*) FROM audit_events WHERE event_type = 'audit.retention.applied'";
+    assert_eq!(sql_count(&data, runs).await, 0);
+
+    let on = tmp.path().join("on.toml");
+    std::fs::write(&on, "[retention]\ninterval = \"1s\"\n").unwrap();
+    let mut server =
+        Server::start_args(&data, &example_policies(), &["--config", path_str(&on)]).await;
+    // Waits for the outcome, not for a time: the first run comes one interval after start.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while sql_count(&data, runs).await == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no scheduled run: {}",
+            server.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    server.terminate().await;
+    let expired = "SELECT COUNT(*) FROM audit_expired_leaves";
+    assert_eq!(sql_count(&data, expired).await, 2);
+    let out = verify(&data).await;
+    assert!(
+        out.success() && out.stdout.contains("2 headers expired"),
+        "{}",
+        out.text()
+    );
+}
