@@ -23,6 +23,8 @@ pub mod server;
 pub mod simulation;
 pub mod state;
 pub mod tokens;
+// Retention
+pub mod retention_job;
 
 pub use server::{Running, build_state, router, serve, start};
 pub use state::ServerConfig;

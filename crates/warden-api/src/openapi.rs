@@ -52,6 +52,11 @@ impl Modify for BearerAuth {
         gateway::open_approval, gateway::consume_approval, gateway::get_approval,
         gateway::expire_approval, gateway::answer_approval,
         serve,
+        // Retention
+        crate::routes::retention::list_rules, crate::routes::retention::put_rule,
+        crate::routes::retention::delete_rule, crate::routes::retention::apply,
+        crate::routes::retention::list_holds, crate::routes::retention::place_hold,
+        crate::routes::retention::release_hold,
     ),
     modifiers(&BearerAuth),
     tags(
@@ -63,6 +68,7 @@ impl Modify for BearerAuth {
         (name = "registry", description = "Tool servers, tools and agents: lifecycle, namespace scopes, pins and history. Server names go in paths with their `/` percent-encoded (`io.github.acme%2Fdeploy`)."),
         (name = "gateway", description = "For a remote MCP gateway (`warden gateway stdio --remote`), with an agent token: the session, the registry, decisions, the session's events, its approvals"),
         (name = "operations", description = "Health, readiness, metrics"),
+        (name = "retention", description = "How long payloads and headers are kept per namespace subtree, legal holds, and running retention now"),
     )
 )]
 pub struct ApiDoc;

@@ -18,6 +18,8 @@ use warden_core::{Actor, AuditEvent, catalog};
 use warden_store::pipeline::AuditPipeline;
 use warden_store::{Database, OpenOptions, Store, checkpointer};
 
+use crate::routes::retention;
+
 use crate::approvals::ApprovalDesk;
 use crate::policies::{PolicyRuntime, Reload};
 use crate::problem::Problem;
@@ -84,6 +86,22 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/approvals/{id}", get(approvals::get))
         .route("/api/v1/approvals/{id}/approve", post(approvals::approve))
         .route("/api/v1/approvals/{id}/deny", post(approvals::deny))
+        // Retention
+        .route(
+            "/api/v1/retention",
+            get(retention::list_rules)
+                .put(retention::put_rule)
+                .delete(retention::delete_rule),
+        )
+        .route("/api/v1/retention/apply", post(retention::apply))
+        .route(
+            "/api/v1/legal-holds",
+            get(retention::list_holds).post(retention::place_hold),
+        )
+        .route(
+            "/api/v1/legal-holds/{id}/release",
+            post(retention::release_hold),
+        )
         .merge(registry_routes())
         .merge(gateway_routes())
         .fallback(|| async {
@@ -323,6 +341,8 @@ async fn run(state: AppState, listener: TcpListener, shutdown: Arc<Notify>) -> a
         stop_rx.clone(),
     ));
     let watcher = tokio::spawn(watch_policies(state.clone(), stop_rx.clone()));
+    // Retention
+    let retention = tokio::spawn(crate::retention_job::run(state.clone(), stop_rx.clone()));
     let registry = tokio::spawn(refresh_registry(state.clone(), stop_rx));
 
     let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
@@ -345,6 +365,7 @@ async fn run(state: AppState, listener: TcpListener, shutdown: Arc<Notify>) -> a
     let _ = checkpoints.await;
     let _ = watcher.await;
     let _ = registry.await;
+    let _ = retention.await;
     if let Err(e) = checkpointer::checkpoint_all(state.store.as_ref(), &state.signer).await {
         tracing::warn!(error = %e, "final checkpoint failed");
     }

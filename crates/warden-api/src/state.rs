@@ -41,6 +41,9 @@ pub struct ServerConfig {
     pub store_busy_timeout: Duration,
     /// The MCP gateway: upstream servers and session settings.
     pub gateway: warden_gateway::GatewayConfig,
+    // Retention
+    /// When and whether the server applies retention rules.
+    pub retention: crate::retention_job::RetentionSchedule,
 }
 
 impl ServerConfig {
@@ -57,6 +60,7 @@ impl ServerConfig {
             policy_poll: Duration::from_secs(1),
             store_busy_timeout: warden_store::sqlite::DEFAULT_BUSY_TIMEOUT,
             gateway: warden_gateway::GatewayConfig::default(),
+            retention: Default::default(),
         }
     }
 }

@@ -9,6 +9,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use warden_core::EventHeader;
 use warden_core::event::payload_digest;
+use warden_core::retention::{RetentionRecord, SeqRange};
 
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointVerifier};
 use crate::index::IndexedColumns;
@@ -65,6 +66,10 @@ pub enum FailureKind {
     CheckpointMismatch,
     /// A checkpoint covers more events than the log holds: events were deleted from the end.
     Truncated,
+    /// A payload is purged or a row deleted where no retention run said it would be.
+    UnexplainedRemoval,
+    /// A retention run's record is unreadable or not the one in the log.
+    RetentionRecord,
 }
 
 impl FailureKind {
@@ -84,6 +89,8 @@ impl FailureKind {
             FailureKind::CheckpointSignature => "checkpoint_signature",
             FailureKind::CheckpointMismatch => "checkpoint_mismatch",
             FailureKind::Truncated => "truncated",
+            FailureKind::UnexplainedRemoval => "unexplained_removal",
+            FailureKind::RetentionRecord => "retention_record",
         }
     }
 }
@@ -121,8 +128,11 @@ impl std::error::Error for VerifyFailure {}
 /// What a successful verification covered.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifySummary {
+    /// Positions in the log, including those whose rows retention deleted.
     pub events: u64,
     pub payloads_purged: u64,
+    /// Rows deleted by retention runs (their leaf hashes kept the tree whole).
+    pub headers_expired: u64,
     pub checkpoints_verified: u64,
     /// False when no public key was given: roots were checked, signatures were not.
     pub signatures_checked: bool,
@@ -146,6 +156,20 @@ pub struct LogVerifier {
     range: CompactRange,
     payloads_purged: u64,
     last_checkpoint: Option<(u64, DateTime<Utc>)>,
+    // Retention
+    /// Retention records read ahead of the stream, by position; each must be met in it.
+    retention: Vec<Preloaded>,
+    headers_expired: u64,
+}
+
+/// A retention record read ahead: removals before its position are checked against it, and
+/// the event at its position must carry exactly this payload.
+#[derive(Debug)]
+struct Preloaded {
+    seq: u64,
+    payload_json: String,
+    record: RetentionRecord,
+    confirmed: bool,
 }
 
 impl LogVerifier {
@@ -164,7 +188,72 @@ impl LogVerifier {
             range: CompactRange::new(),
             payloads_purged: 0,
             last_checkpoint: None,
+            retention: Vec::new(),
+            headers_expired: 0,
         }
+    }
+
+    /// The tenant's `audit.retention.applied` events as stored (position, payload JSON), read
+    /// before the stream: a purged payload or deleted row is accepted only where a later one
+    /// of them names its position, and each must then be met, intact, in the stream.
+    pub fn with_retention_records(
+        mut self,
+        records: Vec<(u64, String)>,
+    ) -> Result<LogVerifier, VerifyFailure> {
+        for (seq, payload_json) in records {
+            let record: RetentionRecord =
+                serde_json::from_str(&payload_json).map_err(|e| VerifyFailure {
+                    seq: Some(seq),
+                    event_id: None,
+                    checkpoint_size: None,
+                    kind: FailureKind::RetentionRecord,
+                    detail: format!("retention record does not parse: {e}"),
+                })?;
+            self.retention.push(Preloaded {
+                seq,
+                payload_json,
+                record,
+                confirmed: false,
+            });
+        }
+        Ok(self)
+    }
+
+    /// True when a retention record after `seq` names it in the ranges `pick` selects.
+    fn explained(&self, seq: u64, pick: fn(&RetentionRecord) -> &[SeqRange]) -> bool {
+        self.retention
+            .iter()
+            .any(|p| p.seq > seq && RetentionRecord::names(pick(&p.record), seq))
+    }
+
+    /// A position whose row a retention run deleted: only its leaf hash is left.
+    pub fn expired(&mut self, seq: u64, leaf: Hash) -> Result<(), VerifyFailure> {
+        self.reach_checkpoints()?;
+        let expected = self.range.size();
+        let fail = |kind, detail: String| VerifyFailure {
+            seq: Some(seq),
+            event_id: None,
+            checkpoint_size: None,
+            kind,
+            detail,
+        };
+        if seq != expected {
+            return Err(fail(
+                FailureKind::Sequence,
+                format!(
+                    "expected event #{expected} next but found the leaf of deleted event #{seq}"
+                ),
+            ));
+        }
+        if !self.explained(seq, |r| &r.deleted_ranges) {
+            return Err(fail(
+                FailureKind::UnexplainedRemoval,
+                "the event's row was deleted but no retention run recorded deleting it".into(),
+            ));
+        }
+        self.headers_expired += 1;
+        self.range.append(leaf);
+        self.reach_checkpoints()
     }
 
     /// Events accepted so far.
@@ -243,6 +332,18 @@ impl LogVerifier {
             return Err(fail(FailureKind::Columns, id, why));
         }
 
+        if header.event_type == warden_core::catalog::AUDIT_RETENTION_APPLIED
+            && let Some(p) = self.retention.iter_mut().find(|p| p.seq == row.seq)
+        {
+            if row.payload_json.as_deref() != Some(p.payload_json.as_str()) {
+                let why =
+                    "the retention record read ahead differs from the event in the log".into();
+                return Err(fail(FailureKind::RetentionRecord, id, why));
+            }
+            p.confirmed = true;
+        }
+
+        let mut purged = false;
         if let Some(text) = &row.payload_json {
             let payload: serde_json::Value = serde_json::from_str(text).map_err(|e| {
                 fail(
@@ -256,7 +357,7 @@ impl LogVerifier {
                 // A genuine payload, present and intact.
             } else if payload.is_null() {
                 // Stores that purge by writing `null` rather than dropping the column.
-                self.payloads_purged += 1;
+                purged = true;
             } else {
                 let why = format!(
                     "payload digest {digest} does not match {} in the header: the payload was changed",
@@ -265,6 +366,13 @@ impl LogVerifier {
                 return Err(fail(FailureKind::PayloadDigest, id, why));
             }
         } else {
+            purged = true;
+        }
+        if purged {
+            if !self.explained(row.seq, |r| &r.purged_ranges) {
+                let why = "the payload is missing but no retention run recorded purging it".into();
+                return Err(fail(FailureKind::UnexplainedRemoval, id, why));
+            }
             self.payloads_purged += 1;
         }
 
@@ -351,6 +459,15 @@ impl LogVerifier {
                 ),
             });
         }
+        if let Some(p) = self.retention.iter().find(|p| !p.confirmed) {
+            return Err(VerifyFailure {
+                seq: Some(p.seq),
+                event_id: None,
+                checkpoint_size: None,
+                kind: FailureKind::RetentionRecord,
+                detail: "a retention record was read at this position but the log holds no such event there".into(),
+            });
+        }
         let (last_checkpoint_size, last_checkpoint_time) = match self.last_checkpoint {
             Some((size, time)) => (Some(size), Some(time)),
             None => (None, None),
@@ -358,6 +475,7 @@ impl LogVerifier {
         Ok(VerifySummary {
             events,
             payloads_purged: self.payloads_purged,
+            headers_expired: self.headers_expired,
             checkpoints_verified: self.next_checkpoint as u64,
             signatures_checked: self.verifier.is_some(),
             last_checkpoint_size,
@@ -493,13 +611,95 @@ mod tests {
         );
     }
 
+    /// Events 0–3, then a retention record (4) deleting 0 and purging 2; a checkpoint over
+    /// all five. Returns the rows (0 removed, 2 purged), the record's payload, the verifier key.
+    fn retained_log() -> (Vec<StoredEvent>, Hash, String, Log) {
+        let base = log();
+        let mut rows: Vec<StoredEvent> = base.rows[..4].to_vec();
+        let record = RetentionRecord {
+            payloads_purged: 1,
+            headers_deleted: 1,
+            purged_ranges: vec![[2, 2]],
+            deleted_ranges: vec![[0, 0]],
+            now: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+            ..Default::default()
+        };
+        let mut e = event(4);
+        e.payload = serde_json::to_value(&record).unwrap();
+        e.header.event_type = warden_core::catalog::AUDIT_RETENTION_APPLIED.into();
+        e.header.payload_sha256 = payload_digest(&e.payload);
+        rows.push(row(4, &e));
+        let mut range = CompactRange::new();
+        for r in &rows {
+            range.append(r.leaf_hash);
+        }
+        let cp = sign(&base.signer, 5, range.root());
+        let payload = rows[4].payload_json.clone().unwrap();
+        let leaf0 = rows[0].leaf_hash;
+        rows.remove(0);
+        rows[1].payload_json = None;
+        let log = Log {
+            rows,
+            checkpoints: vec![cp],
+            signer: base.signer,
+        };
+        (log.rows.clone(), leaf0, payload, log)
+    }
+
     #[test]
-    fn purged_payloads_still_verify() {
+    fn removals_a_retention_record_names_verify_and_are_counted() {
+        let (rows, leaf0, payload, log) = retained_log();
+        let verifier =
+            || LogVerifier::new(TENANT, Some(log.signer.verifier()), log.checkpoints.clone());
+        let mut v = verifier()
+            .with_retention_records(vec![(4, payload.clone())])
+            .unwrap();
+        v.expired(0, leaf0).unwrap();
+        for r in &rows {
+            v.event(r.clone()).unwrap();
+        }
+        let summary = v.finish().unwrap();
+        assert_eq!((summary.payloads_purged, summary.headers_expired), (1, 1));
+        assert_eq!(summary.events, 5);
+        assert_eq!(summary.checkpoints_verified, 1);
+
+        // Without the record, the kept leaf explains nothing.
+        let mut v = verifier();
+        assert_eq!(
+            v.expired(0, leaf0).unwrap_err().kind,
+            FailureKind::UnexplainedRemoval
+        );
+        // A record read ahead that is not the one in the log.
+        let forged = payload.replace("[[0,0]]", "[[0,3]]");
+        assert_ne!(forged, payload);
+        let mut v = verifier()
+            .with_retention_records(vec![(4, forged)])
+            .unwrap();
+        v.expired(0, leaf0).unwrap();
+        let err = rows
+            .iter()
+            .try_for_each(|r| v.event(r.clone()))
+            .unwrap_err();
+        assert_eq!(err.kind, FailureKind::RetentionRecord);
+        // A record at a position the log does not hold.
+        let mut v = verifier()
+            .with_retention_records(vec![(4, payload.clone()), (9, payload)])
+            .unwrap();
+        v.expired(0, leaf0).unwrap();
+        for r in &rows {
+            v.event(r.clone()).unwrap();
+        }
+        assert_eq!(v.finish().unwrap_err().kind, FailureKind::RetentionRecord);
+    }
+
+    #[test]
+    fn purged_payloads_verify_only_where_a_retention_run_recorded_them() {
         let mut log = log();
         log.rows[2].payload_json = None;
         log.rows[5].payload_json = Some("null".into());
-        let summary = run(&log).unwrap();
-        assert_eq!(summary.payloads_purged, 2);
+        let err = run(&log).unwrap_err();
+        assert_eq!(err.kind, FailureKind::UnexplainedRemoval);
+        assert_eq!(err.seq, Some(2));
     }
 
     #[test]

@@ -68,6 +68,12 @@ pub const REGISTRY_AGENT_UPDATED: &str = "registry.agent.updated";
 pub const REGISTRY_AGENT_SCOPE_CHANGED: &str = "registry.agent.scope_changed";
 pub const REGISTRY_DISCOVERY_COMPLETED: &str = "registry.discovery.completed";
 pub const REGISTRY_DISCOVERY_FAILED: &str = "registry.discovery.failed";
+// Retention
+pub const AUDIT_RETENTION_APPLIED: &str = "audit.retention.applied";
+pub const AUDIT_RETENTION_RULE_SET: &str = "audit.retention.rule_set";
+pub const AUDIT_RETENTION_RULE_DELETED: &str = "audit.retention.rule_deleted";
+pub const AUDIT_LEGAL_HOLD_PLACED: &str = "audit.legal_hold.placed";
+pub const AUDIT_LEGAL_HOLD_RELEASED: &str = "audit.legal_hold.released";
 
 pub const CATALOG: &[EventType] = &[
     EventType {
@@ -332,6 +338,37 @@ pub const CATALOG: &[EventType] = &[
         name: REGISTRY_DISCOVERY_FAILED,
         description: "Discovery of a registered server failed (could not start or connect, timeout, invalid answer); nothing was written to the registry.",
         scope: "the tenant root",
+        door: Door::Admin,
+    },
+    // Retention
+    EventType {
+        name: AUDIT_RETENTION_APPLIED,
+        description: "A retention run for the tenant, recorded before it deletes anything: payloads purged and headers deleted, the sequence ranges it may purge or delete, the holds that kept events, the rules in force. `warden audit verify` accepts a removal only inside these ranges.",
+        scope: "the tenant root",
+        door: Door::System,
+    },
+    EventType {
+        name: AUDIT_RETENTION_RULE_SET,
+        description: "A retention rule was set for a namespace subtree: payload and header days before and after, who.",
+        scope: "the namespace of the rule",
+        door: Door::Admin,
+    },
+    EventType {
+        name: AUDIT_RETENTION_RULE_DELETED,
+        description: "A namespace's retention rule was removed (its events follow the next rule above): the rule removed, who.",
+        scope: "the namespace of the rule",
+        door: Door::Admin,
+    },
+    EventType {
+        name: AUDIT_LEGAL_HOLD_PLACED,
+        description: "A legal hold was placed on a namespace subtree and/or a time range: id, range, reason, who. Nothing it covers is purged or deleted until it is released.",
+        scope: "the held namespace or the tenant root",
+        door: Door::Admin,
+    },
+    EventType {
+        name: AUDIT_LEGAL_HOLD_RELEASED,
+        description: "A legal hold was released: id, reason, who. Retention applies to its events again from the next run.",
+        scope: "the held namespace or the tenant root",
         door: Door::Admin,
     },
 ];

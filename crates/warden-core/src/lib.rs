@@ -17,6 +17,8 @@ pub mod ids;
 pub mod metrics;
 pub mod role;
 pub mod simulation;
+// Retention
+pub mod retention;
 
 pub use approval::{Approval, ApprovalAnswer, ApprovalChannel, ApprovalStatus, NewApproval};
 pub use authz::{

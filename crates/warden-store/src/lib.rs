@@ -18,12 +18,17 @@ pub mod postgres;
 pub mod recorded;
 pub mod registry;
 pub mod sqlite;
+// Retention
+pub mod retention;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 use warden_audit::merkle::{Hash, NodeId};
-use warden_core::{Approval, ApprovalAnswer, AuditEvent, NewApproval, Result, TenantId};
+use warden_core::retention::{LegalHold, RetentionRule, SeqRange};
+use warden_core::{
+    Approval, ApprovalAnswer, AuditEvent, NamespacePath, NewApproval, Result, TenantId,
+};
 
 pub use database::{Database, OpenOptions, open};
 pub use model::*;
@@ -220,6 +225,59 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_checkpoint(&self, tenant: &TenantId, cp: &StoredCheckpoint) -> Result<()>;
     async fn checkpoints(&self, tenant: &TenantId) -> Result<Vec<StoredCheckpoint>>;
     async fn latest_checkpoint(&self, tenant: &TenantId) -> Result<Option<StoredCheckpoint>>;
+
+    // --- retention (see [`retention`]) ---------------------------------------------------
+    /// The tenant's retention rules, by namespace.
+    async fn retention_rules(&self, tenant: &TenantId) -> Result<Vec<RetentionRule>>;
+    /// Sets the rule of `rule.namespace`; returns the rule it replaced.
+    async fn put_retention_rule(&self, rule: &RetentionRule) -> Result<Option<RetentionRule>>;
+    /// Removes a namespace's rule; returns it, `None` when there was none.
+    async fn delete_retention_rule(
+        &self,
+        tenant: &TenantId,
+        namespace: &NamespacePath,
+    ) -> Result<Option<RetentionRule>>;
+    /// Every legal hold of the tenant, released ones too, oldest first.
+    async fn legal_holds(&self, tenant: &TenantId) -> Result<Vec<LegalHold>>;
+    async fn place_legal_hold(&self, hold: &LegalHold) -> Result<()>;
+    /// Releases an active hold; `None` when the tenant has no such hold, `Conflict` when it
+    /// was already released.
+    async fn release_legal_hold(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        by: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<LegalHold>>;
+    /// Tenants that have at least one retention rule.
+    async fn retention_tenants(&self) -> Result<Vec<TenantId>>;
+    /// Events of the tenant older than `before`, by position after `after`, at most `limit`.
+    async fn retention_candidates(
+        &self,
+        tenant: &TenantId,
+        before: DateTime<Utc>,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<retention::RetentionCandidate>>;
+    /// In one transaction: purges the payloads in `purge` and deletes the rows in `delete`
+    /// (keeping their leaf hashes), provided the tenant's active holds are still exactly
+    /// `holds` (`Conflict` otherwise: a hold placed meanwhile is never overrun). Returns how
+    /// many payloads were purged and rows deleted.
+    async fn apply_retention_ranges(
+        &self,
+        tenant: &TenantId,
+        purge: &[SeqRange],
+        delete: &[SeqRange],
+        holds: &[Uuid],
+    ) -> Result<(u64, u64)>;
+    /// Leaf hashes of deleted rows from position `from_seq`, in order, at most `limit`.
+    async fn expired_leaves(
+        &self,
+        tenant: &TenantId,
+        from_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<(u64, Hash)>>;
 }
 
 /// Convenience for callers that record one event outside the pipeline (the CLI).

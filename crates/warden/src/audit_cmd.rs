@@ -68,10 +68,71 @@ pub enum AuditCommand {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    // Retention
+    /// Retention rules: purge payloads and delete headers past their time.
+    #[command(subcommand)]
+    Retention(RetentionCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RetentionCommand {
+    /// Apply every tenant's retention rules now (what the server's scheduled job does).
+    Apply {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Who runs it, recorded as `cli:NAME` [default: the OS user, $USER].
+        #[arg(long)]
+        by: Option<String>,
+    },
 }
 
 pub async fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        AuditCommand::Retention(RetentionCommand::Apply { store, tenant, by }) => {
+            let name = match by.or_else(|| std::env::var("USER").ok()) {
+                Some(n) if !n.trim().is_empty() => n,
+                _ => anyhow::bail!("who is applying retention? pass --by NAME ($USER is not set)"),
+            };
+            let store = store.open_existing().await?;
+            let actor = warden_core::Actor {
+                principal: Some(warden_core::EntityRef {
+                    entity_type: "User".into(),
+                    id: format!("cli:{name}"),
+                }),
+                ..Default::default()
+            };
+            let now = chrono::Utc::now();
+            let outcomes = match tenant {
+                Some(t) => vec![
+                    warden_store::retention::apply_tenant(
+                        store.as_ref(),
+                        &TenantId::parse(&t)?,
+                        now,
+                        "warden.cli",
+                        &actor,
+                    )
+                    .await?,
+                ],
+                None => {
+                    warden_store::retention::apply_all(store.as_ref(), now, "warden.cli", &actor)
+                        .await?
+                }
+            };
+            for o in &outcomes {
+                let blocked: u64 = o.blocked_by_holds.iter().map(|b| b.events).sum();
+                println!(
+                    "{}: {} payloads purged, {} headers deleted, {} events kept by legal holds",
+                    o.tenant, o.payloads_purged, o.headers_deleted, blocked
+                );
+            }
+            if outcomes.is_empty() {
+                println!("no tenant has a retention rule");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         AuditCommand::Verify {
             store: args,
             tenant,
@@ -226,12 +287,18 @@ async fn verify_tenant(
             note: c.note,
         })
         .collect();
-    let mut v = LogVerifier::new(tenant.as_str(), verifier, checkpoints);
+    let records = retention_records(store, tenant).await?;
+    let mut v = LogVerifier::new(tenant.as_str(), verifier, checkpoints)
+        .with_retention_records(records)
+        .map_err(|f| anyhow::anyhow!("{f}"))?;
+    // Positions whose rows retention deleted, merged into the stream by position.
+    let mut expired = ExpiredLeaves::default();
     let mut next = 0u64;
     loop {
         let rows = store.events_in_order(tenant, next, PAGE).await?;
         let full = rows.len() as u32 == PAGE;
         for r in rows {
+            expired.feed_before(store, tenant, r.seq, &mut v).await?;
             next = r.seq + 1;
             v.event(StoredEvent {
                 seq: r.seq,
@@ -246,6 +313,7 @@ async fn verify_tenant(
             break;
         }
     }
+    expired.feed_before(store, tenant, u64::MAX, &mut v).await?;
     let summary = v.finish().map_err(|f| anyhow::anyhow!("{f}"))?;
     // The stored head must describe exactly the events found: a head larger than the log
     // means events were removed from the tail after the last checkpoint.
@@ -264,7 +332,7 @@ async fn verify_tenant(
         anyhow::bail!("the log head's root does not match the recomputed root");
     }
     Ok(format!(
-        "{} events, {} checkpoints verified (signatures {}), {} payloads purged, {} events after the last checkpoint, root {}",
+        "{} events, {} checkpoints verified (signatures {}), {} payloads purged, {} headers expired, {} events after the last checkpoint, root {}",
         summary.events,
         summary.checkpoints_verified,
         if summary.signatures_checked {
@@ -273,7 +341,79 @@ async fn verify_tenant(
             "NOT checked"
         },
         summary.payloads_purged,
+        summary.headers_expired,
         summary.events_after_last_checkpoint,
         hex::encode(summary.root)
     ))
+}
+
+// Retention
+
+/// The tenant's retention records (position, payload as stored), oldest first.
+async fn retention_records(
+    store: &dyn Store,
+    tenant: &TenantId,
+) -> anyhow::Result<Vec<(u64, String)>> {
+    let filter = EventFilter {
+        event_type: Some(warden_core::catalog::AUDIT_RETENTION_APPLIED.into()),
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        let page = PageRequest {
+            after_seq: after,
+            limit: PAGE,
+            oldest_first: true,
+        };
+        let rows = store.query_events(tenant, &filter, page).await?;
+        let full = rows.len() as u32 == PAGE;
+        for r in rows {
+            after = Some(r.seq);
+            // A record without its payload explains nothing; verify then fails on it.
+            if let Some(p) = r.payload_json {
+                out.push((r.seq, p));
+            }
+        }
+        if !full {
+            return Ok(out);
+        }
+    }
+}
+
+/// Pages through the leaf hashes of deleted rows alongside the event stream.
+#[derive(Default)]
+struct ExpiredLeaves {
+    buf: std::collections::VecDeque<(u64, warden_audit::merkle::Hash)>,
+    next: u64,
+    done: bool,
+}
+
+impl ExpiredLeaves {
+    /// Feeds the verifier every deleted position before `seq`.
+    async fn feed_before(
+        &mut self,
+        store: &dyn Store,
+        tenant: &TenantId,
+        seq: u64,
+        v: &mut LogVerifier,
+    ) -> anyhow::Result<()> {
+        loop {
+            if self.buf.is_empty() && !self.done {
+                let page = store.expired_leaves(tenant, self.next, PAGE).await?;
+                self.done = (page.len() as u32) < PAGE;
+                if let Some((last, _)) = page.last() {
+                    self.next = last + 1;
+                }
+                self.buf.extend(page);
+            }
+            match self.buf.front() {
+                Some(&(s, leaf)) if s < seq => {
+                    self.buf.pop_front();
+                    v.expired(s, leaf).map_err(|f| anyhow::anyhow!("{f}"))?;
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
 }

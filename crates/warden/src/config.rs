@@ -64,6 +64,18 @@ struct FileConfig {
     checkpoint_interval: Option<String>,
     /// The MCP gateway: `[gateway]` settings and `[[gateway.upstream]]` servers.
     gateway: Option<warden_gateway::GatewayConfig>,
+    // Retention
+    /// `[retention]`: the scheduled retention run.
+    retention: Option<RetentionFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetentionFile {
+    /// Apply retention rules on a schedule [default: true].
+    enabled: Option<bool>,
+    /// How often, e.g. 1h [default: 1h].
+    interval: Option<String>,
 }
 
 impl ServeArgs {
@@ -133,6 +145,15 @@ impl ServeArgs {
             g.validate()
                 .map_err(|e| anyhow::anyhow!("[gateway] in the config file: {e}"))?;
             c.gateway = g;
+        }
+        if let Some(r) = file.retention {
+            if let Some(e) = r.enabled {
+                c.retention.enabled = e;
+            }
+            if let Some(s) = r.interval {
+                c.retention.interval = crate::duration::parse(&s)
+                    .map_err(|e| anyhow::anyhow!("[retention] interval in the config file: {e}"))?;
+            }
         }
         c.policy_poll = Duration::from_secs(1);
         Ok((c, self.checkpoint_key.or(file.checkpoint_key)))

@@ -11,3 +11,5 @@ pub mod policies;
 pub mod registry;
 pub mod simulate;
 pub mod tokens;
+// Retention
+pub mod retention;

@@ -36,6 +36,8 @@ use crate::{STORED_NODE_MIN_LEVEL, Store};
 mod partitions;
 mod policies;
 mod registry;
+// Retention
+mod retention;
 
 pub use partitions::{PARTITION_MONTHS_AHEAD, PARTITION_REFRESH};
 
@@ -822,7 +824,8 @@ impl Store for PgStore {
                 let width = 1u64 << id.level;
                 let start = id.index * width;
                 let leaves: Vec<Vec<u8>> = sqlx::query_scalar(
-                    "SELECT leaf_hash FROM audit_events WHERE tenant = $1 AND seq >= $2 AND seq < $3 ORDER BY seq",
+                    "SELECT leaf_hash FROM (SELECT seq, leaf_hash FROM audit_events WHERE tenant = $1 AND seq >= $2 AND seq < $3 \
+                     UNION ALL SELECT seq, leaf_hash FROM audit_expired_leaves WHERE tenant = $1 AND seq >= $2 AND seq < $3) AS l ORDER BY seq",
                 )
                 .bind(tenant.as_str())
                 .bind(start as i64)
@@ -879,6 +882,75 @@ impl Store for PgStore {
                 .await
                 .map_err(db_err)?;
         row.as_ref().map(checkpoint_from_row).transpose()
+    }
+
+    // Retention
+    async fn retention_rules(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<warden_core::retention::RetentionRule>> {
+        retention::rules(&self.pool, tenant).await
+    }
+    async fn put_retention_rule(
+        &self,
+        rule: &warden_core::retention::RetentionRule,
+    ) -> Result<Option<warden_core::retention::RetentionRule>> {
+        retention::put_rule(&self.pool, rule).await
+    }
+    async fn delete_retention_rule(
+        &self,
+        tenant: &TenantId,
+        namespace: &NamespacePath,
+    ) -> Result<Option<warden_core::retention::RetentionRule>> {
+        retention::delete_rule(&self.pool, tenant, namespace).await
+    }
+    async fn legal_holds(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<warden_core::retention::LegalHold>> {
+        retention::holds(&self.pool, tenant).await
+    }
+    async fn place_legal_hold(&self, hold: &warden_core::retention::LegalHold) -> Result<()> {
+        retention::place_hold(&self.pool, hold).await
+    }
+    async fn release_legal_hold(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        by: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<warden_core::retention::LegalHold>> {
+        retention::release_hold(&self.pool, tenant, id, by, reason, at).await
+    }
+    async fn retention_tenants(&self) -> Result<Vec<TenantId>> {
+        retention::tenants(&self.pool).await
+    }
+    async fn retention_candidates(
+        &self,
+        tenant: &TenantId,
+        before: DateTime<Utc>,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<crate::retention::RetentionCandidate>> {
+        retention::candidates(&self.pool, tenant, before, after, limit).await
+    }
+    async fn apply_retention_ranges(
+        &self,
+        tenant: &TenantId,
+        purge: &[warden_core::retention::SeqRange],
+        delete: &[warden_core::retention::SeqRange],
+        holds: &[Uuid],
+    ) -> Result<(u64, u64)> {
+        retention::apply_ranges(&self.pool, tenant, purge, delete, holds).await
+    }
+    async fn expired_leaves(
+        &self,
+        tenant: &TenantId,
+        from_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<(u64, Hash)>> {
+        retention::expired_leaves(&self.pool, tenant, from_seq, limit).await
     }
 }
 
