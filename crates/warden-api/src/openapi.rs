@@ -5,7 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    approvals, audit, authorize, events, gateway, health, policies, registry, tokens,
+    approvals, audit, authorize, destinations, events, gateway, health, policies, registry, tokens,
 };
 
 struct BearerAuth;
@@ -52,6 +52,9 @@ impl Modify for BearerAuth {
         gateway::open_approval, gateway::consume_approval, gateway::get_approval,
         gateway::expire_approval, gateway::answer_approval,
         serve,
+        // Delivery to stream destinations
+        destinations::list, destinations::create, destinations::get, destinations::replace,
+        destinations::delete, destinations::replay,
     ),
     modifiers(&BearerAuth),
     tags(
@@ -63,6 +66,7 @@ impl Modify for BearerAuth {
         (name = "registry", description = "Tool servers, tools and agents: lifecycle, namespace scopes, pins and history. Server names go in paths with their `/` percent-encoded (`io.github.acme%2Fdeploy`)."),
         (name = "gateway", description = "For a remote MCP gateway (`warden gateway stdio --remote`), with an agent token: the session, the registry, decisions, the session's events, its approvals"),
         (name = "operations", description = "Health, readiness, metrics"),
+        (name = "destinations", description = "Stream destinations of the audit log (webhook, Splunk HEC, rotating file): settings, delivery state, replay of dead letters"),
     )
 )]
 pub struct ApiDoc;

@@ -41,6 +41,10 @@ pub struct ServerConfig {
     pub store_busy_timeout: Duration,
     /// The MCP gateway: upstream servers and session settings.
     pub gateway: warden_gateway::GatewayConfig,
+    // Delivery to stream destinations
+    pub delivery: warden_delivery::DeliveryConfig,
+    /// `[[destinations]]` of the configuration file: (tenant, settings).
+    pub destinations: Vec<(warden_core::TenantId, warden_delivery::DestinationSpec)>,
 }
 
 impl ServerConfig {
@@ -57,6 +61,8 @@ impl ServerConfig {
             policy_poll: Duration::from_secs(1),
             store_busy_timeout: warden_store::sqlite::DEFAULT_BUSY_TIMEOUT,
             gateway: warden_gateway::GatewayConfig::default(),
+            delivery: warden_delivery::DeliveryConfig::default(),
+            destinations: Vec::new(),
         }
     }
 }
@@ -110,6 +116,8 @@ pub struct Inner {
     pub started: Instant,
     /// The MCP gateway, set once right after the state is built (it refers back to it).
     pub gateway: std::sync::OnceLock<Arc<warden_gateway::Gateway>>,
+    // Delivery to stream destinations
+    pub delivery: Arc<warden_delivery::Engine>,
 }
 
 pub type AppState = Arc<Inner>;

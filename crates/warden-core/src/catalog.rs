@@ -68,6 +68,11 @@ pub const REGISTRY_AGENT_UPDATED: &str = "registry.agent.updated";
 pub const REGISTRY_AGENT_SCOPE_CHANGED: &str = "registry.agent.scope_changed";
 pub const REGISTRY_DISCOVERY_COMPLETED: &str = "registry.discovery.completed";
 pub const REGISTRY_DISCOVERY_FAILED: &str = "registry.discovery.failed";
+// Delivery to stream destinations
+pub const DESTINATION_CREATED: &str = "destination.created";
+pub const DESTINATION_UPDATED: &str = "destination.updated";
+pub const DESTINATION_DELETED: &str = "destination.deleted";
+pub const DESTINATION_REPLAYED: &str = "destination.replayed";
 
 pub const CATALOG: &[EventType] = &[
     EventType {
@@ -331,6 +336,31 @@ pub const CATALOG: &[EventType] = &[
     EventType {
         name: REGISTRY_DISCOVERY_FAILED,
         description: "Discovery of a registered server failed (could not start or connect, timeout, invalid answer); nothing was written to the registry.",
+        scope: "the tenant root",
+        door: Door::Admin,
+    },
+    // Delivery to stream destinations
+    EventType {
+        name: DESTINATION_CREATED,
+        description: "A stream destination was added (API or configuration file): name, kind and settings; secrets appear only as env:/file: references.",
+        scope: "the tenant root",
+        door: Door::Admin,
+    },
+    EventType {
+        name: DESTINATION_UPDATED,
+        description: "A stream destination's settings were replaced: the settings before and after (secrets as references).",
+        scope: "the tenant root",
+        door: Door::Admin,
+    },
+    EventType {
+        name: DESTINATION_DELETED,
+        description: "A stream destination was removed with its cursor and dead letters: its last settings and how many dead letters were dropped.",
+        scope: "the tenant root",
+        door: Door::Admin,
+    },
+    EventType {
+        name: DESTINATION_REPLAYED,
+        description: "The dead letters of a destination were sent again (API or CLI): how many were delivered and removed, how many remain, and why a replay stopped early.",
         scope: "the tenant root",
         door: Door::Admin,
     },

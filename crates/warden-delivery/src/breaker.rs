@@ -131,7 +131,11 @@ mod tests {
         assert_eq!(b.wait(t0 + Duration::from_secs(10)), Duration::ZERO);
         assert_eq!(b.state(), CircuitState::HalfOpen);
         b.failure(t0 + Duration::from_secs(10));
-        assert_eq!(b.state(), CircuitState::Open, "a failed probe opens it again");
+        assert_eq!(
+            b.state(),
+            CircuitState::Open,
+            "a failed probe opens it again"
+        );
         assert_eq!(b.wait(t0 + Duration::from_secs(20)), Duration::ZERO);
         b.success();
         assert_eq!(b.state(), CircuitState::Closed);

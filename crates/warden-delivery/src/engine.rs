@@ -84,7 +84,9 @@ impl Engine {
                 let k = (d.tenant.as_str().to_owned(), d.name.clone());
                 seen.insert(k.clone());
                 let current = workers.get(&k).map(|r| r.updated);
-                if current == Some(d.updated_at) && workers.get(&k).is_some_and(|r| !r.task.is_finished()) {
+                if current == Some(d.updated_at)
+                    && workers.get(&k).is_some_and(|r| !r.task.is_finished())
+                {
                     continue;
                 }
                 if current == Some(d.updated_at) {
@@ -114,7 +116,11 @@ impl Engine {
                     },
                 );
             }
-            let gone: Vec<_> = workers.keys().filter(|k| !seen.contains(*k)).cloned().collect();
+            let gone: Vec<_> = workers
+                .keys()
+                .filter(|k| !seen.contains(*k))
+                .cloned()
+                .collect();
             for k in gone {
                 if let Some(old) = workers.remove(&k) {
                     stop_worker(old).await;
@@ -130,7 +136,10 @@ impl Engine {
 async fn stop_worker(w: Running) {
     let _ = w.stop.send(true);
     // A worker stops at its next await point; one stuck in a slow store call is cut off.
-    if tokio::time::timeout(Duration::from_secs(5), w.task).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), w.task)
+        .await
+        .is_err()
+    {
         tracing::warn!("a delivery worker did not stop in time");
     }
 }

@@ -32,9 +32,10 @@ impl EventFilter {
         let type_ok = (self.exact.is_empty() && self.prefixes.is_empty())
             || self.exact.iter().any(|t| *t == h.event_type)
             || self.prefixes.iter().any(|p| h.event_type.starts_with(p));
-        let ns_ok = self.namespace.as_ref().is_none_or(|ns| {
-            NamespacePath::parse(&h.namespace).is_ok_and(|own| own.is_within(ns))
-        });
+        let ns_ok = self
+            .namespace
+            .as_ref()
+            .is_none_or(|ns| NamespacePath::parse(&h.namespace).is_ok_and(|own| own.is_within(ns)));
         type_ok && ns_ok
     }
 }
@@ -46,8 +47,7 @@ pub fn valid_type_pattern(t: &str) -> bool {
         && body.len() <= 200
         && body.split('.').all(|w| {
             !w.is_empty()
-                && w
-                    .bytes()
+                && w.bytes()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
         })
 }

@@ -23,7 +23,8 @@ pub async fn replay(store: &dyn Store, d: &StoredDestination) -> warden_core::Re
     let spec: DestinationSpec = serde_json::from_value(d.spec.clone())
         .map_err(|e| warden_core::Error::internal(format!("stored destination: {e}")))?;
     let settings = spec.settings();
-    let sink = Sink::new(d.tenant.as_str(), &spec, &settings).map_err(warden_core::Error::invalid)?;
+    let sink =
+        Sink::new(d.tenant.as_str(), &spec, &settings).map_err(warden_core::Error::invalid)?;
     let mut report = ReplayReport::default();
     let mut after = None;
     loop {

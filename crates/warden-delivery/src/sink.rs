@@ -123,7 +123,10 @@ impl Sink {
                     .post(url)
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
                     .header(sign::TIMESTAMP_HEADER, ts.to_string())
-                    .header(sign::SIGNATURE_HEADER, sign::signature(key.as_bytes(), ts, &body));
+                    .header(
+                        sign::SIGNATURE_HEADER,
+                        sign::signature(key.as_bytes(), ts, &body),
+                    );
                 if let Some(t) = verification_token {
                     req = req.header(sign::TOKEN_HEADER, t.resolve()?);
                 }
@@ -170,7 +173,12 @@ impl Sink {
 
 /// `{"tenant":…,"destination":…,"events":[…]}`: the events as the format writes them, one
 /// JSON value each.
-pub fn webhook_body(tenant: &str, name: &str, format: ExportFormat, events: &[StoredEvent]) -> Vec<u8> {
+pub fn webhook_body(
+    tenant: &str,
+    name: &str,
+    format: ExportFormat,
+    events: &[StoredEvent],
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + events.len() * 1024);
     out.extend_from_slice(b"{\"tenant\":");
     serde_json::to_writer(&mut out, tenant).expect("a string serializes");
@@ -212,7 +220,12 @@ async fn answer(r: reqwest::Result<reqwest::Response>) -> Result<(), String> {
 /// Appends `body` to `path`, first rotating when the file would grow past `rotate_bytes`:
 /// `path.(keep-1)` → `path.keep` (the oldest dropped), …, `path` → `path.1`. Synced before
 /// returning: the cursor moves only past bytes that are on disk.
-pub fn append_rotating(path: &Path, rotate_bytes: u64, keep: u32, body: &[u8]) -> Result<(), String> {
+pub fn append_rotating(
+    path: &Path,
+    rotate_bytes: u64,
+    keep: u32,
+    body: &[u8],
+) -> Result<(), String> {
     let err = |what: &str, e: std::io::Error| format!("{what} {}: {e}", path.display());
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| err("cannot create the folder of", e))?;

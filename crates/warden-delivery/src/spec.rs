@@ -129,7 +129,12 @@ const SECRET_HEADER_WORDS: &[&str] = &[
     "auth",
     "signature",
 ];
-const RESERVED_HEADERS: &[&str] = &["content-type", "content-length", "host", "transfer-encoding"];
+const RESERVED_HEADERS: &[&str] = &[
+    "content-type",
+    "content-length",
+    "host",
+    "transfer-encoding",
+];
 
 pub fn valid_name(n: &str) -> bool {
     let b = n.as_bytes();
@@ -143,7 +148,8 @@ pub fn valid_name(n: &str) -> bool {
 fn header_name_ok(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 128
-        && n.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        && n.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
 }
 
 impl DestinationSpec {
@@ -162,7 +168,10 @@ impl DestinationSpec {
             (Some(u), true) => match reqwest::Url::parse(u) {
                 Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
                     if !url.username().is_empty() || url.password().is_some() {
-                        p.push("url: credentials in the URL are refused; use a secret reference".into());
+                        p.push(
+                            "url: credentials in the URL are refused; use a secret reference"
+                                .into(),
+                        );
                     }
                 }
                 Ok(_) => p.push("url: must be an http:// or https:// URL with a host".into()),
@@ -173,7 +182,10 @@ impl DestinationSpec {
         match (&self.path, kind) {
             (None, DestinationKind::File) => p.push("path: required for kind file".into()),
             (Some(path), DestinationKind::File) => {
-                if !path.starts_with('/') || path.split('/').any(|s| s == "..") || path.ends_with('/') {
+                if !path.starts_with('/')
+                    || path.split('/').any(|s| s == "..")
+                    || path.ends_with('/')
+                {
                     p.push("path: must be an absolute file path without `..`".into());
                 }
             }
@@ -194,20 +206,26 @@ impl DestinationSpec {
                 allowed.join(", ")
             ));
         }
-        let mut secret = |field: &str, value: &Option<String>, required: bool, used: bool| match value {
-            None if required => p.push(format!("{field}: required for kind {}", kind.as_str())),
-            Some(_) if !used => p.push(format!("{field}: not used by kind {}", kind.as_str())),
-            Some(v) => {
-                if let Err(e) = SecretRef::parse(v) {
-                    p.push(format!("{field}: {e}"));
+        let mut secret =
+            |field: &str, value: &Option<String>, required: bool, used: bool| match value {
+                None if required => p.push(format!("{field}: required for kind {}", kind.as_str())),
+                Some(_) if !used => p.push(format!("{field}: not used by kind {}", kind.as_str())),
+                Some(v) => {
+                    if let Err(e) = SecretRef::parse(v) {
+                        p.push(format!("{field}: {e}"));
+                    }
                 }
-            }
-            None => {}
-        };
+                None => {}
+            };
         let webhook = kind == DestinationKind::Webhook;
         let hec = kind == DestinationKind::SplunkHec;
         secret("secret", &self.secret, webhook, webhook);
-        secret("verification_token", &self.verification_token, false, webhook);
+        secret(
+            "verification_token",
+            &self.verification_token,
+            false,
+            webhook,
+        );
         secret("token", &self.token, hec, hec);
         if !self.headers.is_empty() && !webhook {
             p.push(format!("headers: not used by kind {}", kind.as_str()));
@@ -229,7 +247,9 @@ impl DestinationSpec {
                     p.push(format!("headers.{name}: this header carries a secret; {e}"));
                 }
             } else if value.len() > 4096 || value.chars().any(char::is_control) {
-                p.push(format!("headers.{name}: value must be printable, at most 4096 bytes"));
+                p.push(format!(
+                    "headers.{name}: value must be printable, at most 4096 bytes"
+                ));
             }
         }
         for t in &self.event_types {
@@ -242,7 +262,9 @@ impl DestinationSpec {
         if let Some(ns) = &self.namespace {
             match NamespacePath::parse(ns) {
                 Ok(path) if path.tenant() == *tenant => {}
-                Ok(_) => p.push(format!("namespace: {ns} is not a namespace of tenant {tenant}")),
+                Ok(_) => p.push(format!(
+                    "namespace: {ns} is not a namespace of tenant {tenant}"
+                )),
                 Err(e) => p.push(format!("namespace: {e}")),
             }
         }
@@ -253,19 +275,37 @@ impl DestinationSpec {
                 p.push(format!("{field}: {v} is outside {lo}..={hi}"));
             }
         };
-        range("batch_size", self.batch_size.map(u64::from), 1, u64::from(MAX_BATCH));
+        range(
+            "batch_size",
+            self.batch_size.map(u64::from),
+            1,
+            u64::from(MAX_BATCH),
+        );
         range("timeout_ms", self.timeout_ms, 100, 120_000);
         range("max_attempts", self.max_attempts.map(u64::from), 1, 1000);
         range("backoff_initial_ms", self.backoff_initial_ms, 1, 3_600_000);
         range("backoff_max_ms", self.backoff_max_ms, 1, 3_600_000);
-        range("breaker_failures", self.breaker_failures.map(u64::from), 1, 1000);
-        range("breaker_cooldown_ms", self.breaker_cooldown_ms, 1, 3_600_000);
+        range(
+            "breaker_failures",
+            self.breaker_failures.map(u64::from),
+            1,
+            1000,
+        );
+        range(
+            "breaker_cooldown_ms",
+            self.breaker_cooldown_ms,
+            1,
+            3_600_000,
+        );
         range("rotate_bytes", self.rotate_bytes, 1024, 1 << 40);
         range("keep_files", self.keep_files.map(u64::from), 1, 1000);
         if !matches!(kind, DestinationKind::File)
             && (self.rotate_bytes.is_some() || self.keep_files.is_some())
         {
-            p.push(format!("rotate_bytes, keep_files: not used by kind {}", kind.as_str()));
+            p.push(format!(
+                "rotate_bytes, keep_files: not used by kind {}",
+                kind.as_str()
+            ));
         }
         p
     }
@@ -298,7 +338,9 @@ impl DestinationSpec {
     pub fn filter(&self) -> EventFilter {
         EventFilter::new(
             &self.event_types,
-            self.namespace.as_deref().and_then(|n| NamespacePath::parse(n).ok()),
+            self.namespace
+                .as_deref()
+                .and_then(|n| NamespacePath::parse(n).ok()),
         )
     }
 }

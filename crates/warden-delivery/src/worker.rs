@@ -228,7 +228,8 @@ impl Worker {
                 }
                 Err(error) => {
                     breaker.failure(Instant::now());
-                    self.metrics.update(tenant, name, |f| f.failed_attempts += 1);
+                    self.metrics
+                        .update(tenant, name, |f| f.failed_attempts += 1);
                     tracing::warn!(tenant, destination = name, attempt, %error, "delivery attempt failed");
                     self.report(key, breaker, Some(&error)).await;
                     if attempt >= settings.max_attempts {
@@ -245,9 +246,15 @@ impl Worker {
                             .await
                         {
                             Ok(true) => {
-                                tracing::error!(tenant, destination = name, events = letters.len(), "batch dead-lettered after every attempt failed");
-                                self.metrics
-                                    .update(tenant, name, |f| f.dead_lettered += letters.len() as u64);
+                                tracing::error!(
+                                    tenant,
+                                    destination = name,
+                                    events = letters.len(),
+                                    "batch dead-lettered after every attempt failed"
+                                );
+                                self.metrics.update(tenant, name, |f| {
+                                    f.dead_lettered += letters.len() as u64
+                                });
                                 Ok(Delivered::DeadLettered)
                             }
                             Ok(false) => Err(Interrupted::LeaseLost),
@@ -267,7 +274,9 @@ impl Worker {
     async fn report(&self, key: &LeaseKey<'_>, breaker: &Breaker, error: Option<&str>) {
         let state = breaker.state();
         self.metrics
-            .update(key.tenant.as_str(), key.destination, |f| f.circuit = state.gauge());
+            .update(key.tenant.as_str(), key.destination, |f| {
+                f.circuit = state.gauge()
+            });
         if let Err(e) = self
             .store
             .record_delivery_status(key, state.as_str(), error)

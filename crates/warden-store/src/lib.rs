@@ -240,8 +240,7 @@ pub trait Store: Send + Sync + 'static {
         name: &str,
     ) -> Result<Option<StoredDestination>>;
     /// The tenant's destinations, or every tenant's (for the delivery engine), by name.
-    async fn list_destinations(&self, tenant: Option<&TenantId>)
-    -> Result<Vec<StoredDestination>>;
+    async fn list_destinations(&self, tenant: Option<&TenantId>) -> Result<Vec<StoredDestination>>;
     async fn delivery_state(&self, tenant: &TenantId, name: &str) -> Result<DeliveryState>;
     /// Takes or renews the delivery lease until `expires`; true when this node holds it.
     async fn acquire_delivery_lease(

@@ -64,6 +64,21 @@ struct FileConfig {
     checkpoint_interval: Option<String>,
     /// The MCP gateway: `[gateway]` settings and `[[gateway.upstream]]` servers.
     gateway: Option<warden_gateway::GatewayConfig>,
+    // Delivery to stream destinations
+    /// `[delivery]`: whether this node delivers, how often it polls, its lease.
+    delivery: Option<DeliveryFile>,
+    /// `[[destinations]]`: each a destination's settings plus its `tenant`.
+    destinations: Option<Vec<toml::Table>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeliveryFile {
+    enabled: Option<bool>,
+    /// e.g. `1s`, `250ms`.
+    poll_interval: Option<String>,
+    /// e.g. `30s`: how long after a node stops renewing another takes over.
+    lease_ttl: Option<String>,
 }
 
 impl ServeArgs {
@@ -133,6 +148,46 @@ impl ServeArgs {
             g.validate()
                 .map_err(|e| anyhow::anyhow!("[gateway] in the config file: {e}"))?;
             c.gateway = g;
+        }
+        // Delivery to stream destinations
+        if let Some(d) = file.delivery {
+            if let Some(e) = d.enabled {
+                c.delivery.enabled = e;
+            }
+            if let Some(p) = d.poll_interval {
+                c.delivery.poll_interval = crate::duration::parse(&p)
+                    .map_err(|e| anyhow::anyhow!("[delivery] poll_interval: {e}"))?;
+            }
+            if let Some(t) = d.lease_ttl {
+                c.delivery.lease_ttl = crate::duration::parse(&t)
+                    .map_err(|e| anyhow::anyhow!("[delivery] lease_ttl: {e}"))?;
+            }
+        }
+        for (i, mut table) in file
+            .destinations
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            let tenant = match table.remove("tenant") {
+                Some(toml::Value::String(t)) => warden_core::TenantId::parse(&t)?,
+                _ => anyhow::bail!(
+                    "[[destinations]] entry {}: `tenant` (a string) is required",
+                    i + 1
+                ),
+            };
+            let spec: warden_delivery::DestinationSpec = toml::Value::Table(table)
+                .try_into()
+                .with_context(|| format!("[[destinations]] entry {}", i + 1))?;
+            let problems = spec.validate(&tenant);
+            if !problems.is_empty() {
+                anyhow::bail!(
+                    "[[destinations]] {} of tenant {tenant}: {}",
+                    spec.name,
+                    problems.join("; ")
+                );
+            }
+            c.destinations.push((tenant, spec));
         }
         c.policy_poll = Duration::from_secs(1);
         Ok((c, self.checkpoint_key.or(file.checkpoint_key)))

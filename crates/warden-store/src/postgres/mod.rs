@@ -902,10 +902,7 @@ impl Store for PgStore {
     ) -> Result<Option<StoredDestination>> {
         self.dest_get(tenant, name).await
     }
-    async fn list_destinations(
-        &self,
-        tenant: Option<&TenantId>,
-    ) -> Result<Vec<StoredDestination>> {
+    async fn list_destinations(&self, tenant: Option<&TenantId>) -> Result<Vec<StoredDestination>> {
         self.dest_list(tenant).await
     }
     async fn delivery_state(&self, tenant: &TenantId, name: &str) -> Result<DeliveryState> {
