@@ -180,7 +180,12 @@ async fn caught_up(s: &TestServer, token: &str, name: &str) -> Value {
 }
 
 fn received_ids(r: &Receiver) -> HashSet<String> {
-    r.accepted.lock().unwrap().iter().map(|(_, _, id)| id.clone()).collect()
+    r.accepted
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, _, id)| id.clone())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,7 +193,9 @@ async fn a_flaky_then_hanging_receiver_gets_every_event_signed_and_in_order() {
     let (rx, addr) = start_receiver().await;
     let s = server().await;
     let admin = s.token("acme", Role::Admin, None, None, None).await;
-    let agent = s.agent_token("acme", "claude-code", "alice", "acme/platform/api").await;
+    let agent = s
+        .agent_token("acme", "claude-code", "alice", "acme/platform/api")
+        .await;
     let (status, body) = s
         .post(
             "/api/v1/destinations",
@@ -254,7 +261,10 @@ async fn a_flaky_then_hanging_receiver_gets_every_event_signed_and_in_order() {
     assert!(in_order, "events arrived out of log order");
     assert!(accepted.iter().all(|(t, _, _)| t == "acme"));
     assert_eq!(st["dead_letters"], 0);
-    assert!(rx.refused.load(Ordering::SeqCst) > 0, "the receiver never failed");
+    assert!(
+        rx.refused.load(Ordering::SeqCst) > 0,
+        "the receiver never failed"
+    );
     assert!(
         during_hang["last_error"].as_str().is_some(),
         "the state shows the last error: {during_hang}"
@@ -262,11 +272,22 @@ async fn a_flaky_then_hanging_receiver_gets_every_event_signed_and_in_order() {
     let (_, metrics) = s.get_text("/metrics", None).await;
     let line = metrics
         .lines()
-        .find(|l| l.starts_with("warden_delivery_events_delivered_total{tenant=\"acme\",destination=\"siem-hook\"}"))
+        .find(|l| {
+            l.starts_with(
+                "warden_delivery_events_delivered_total{tenant=\"acme\",destination=\"siem-hook\"}",
+            )
+        })
         .expect("delivered metric");
-    assert!(metrics.contains("warden_delivery_failed_attempts_total{tenant=\"acme\",destination=\"siem-hook\"}"));
-    assert!(metrics.contains("warden_delivery_lag_events{tenant=\"acme\",destination=\"siem-hook\"}"));
-    assert!(metrics.contains("warden_delivery_circuit_state{tenant=\"acme\",destination=\"siem-hook\"} 0"));
+    assert!(metrics.contains(
+        "warden_delivery_failed_attempts_total{tenant=\"acme\",destination=\"siem-hook\"}"
+    ));
+    assert!(
+        metrics.contains("warden_delivery_lag_events{tenant=\"acme\",destination=\"siem-hook\"}")
+    );
+    assert!(
+        metrics
+            .contains("warden_delivery_circuit_state{tenant=\"acme\",destination=\"siem-hook\"} 0")
+    );
     let delivered: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(delivered >= expected.len() as u64 - 1, "{line}");
 }
@@ -276,7 +297,9 @@ async fn a_receiver_that_always_fails_gets_dead_letters_and_replay_delivers_them
     let (rx, addr) = start_receiver().await;
     let s = server().await;
     let admin = s.token("acme", Role::Admin, None, None, None).await;
-    let agent = s.agent_token("acme", "claude-code", "alice", "acme/platform/api").await;
+    let agent = s
+        .agent_token("acme", "claude-code", "alice", "acme/platform/api")
+        .await;
     rx.mode.store(DOWN, Ordering::SeqCst);
     let (status, body) = s
         .post(
@@ -298,7 +321,9 @@ async fn a_receiver_that_always_fails_gets_dead_letters_and_replay_delivers_them
     assert!(received_ids(&rx).is_empty());
 
     rx.mode.store(OK, Ordering::SeqCst);
-    let (status, report) = s.post("/api/v1/destinations/dl/replay", &admin, &json!({})).await;
+    let (status, report) = s
+        .post("/api/v1/destinations/dl/replay", &admin, &json!({}))
+        .await;
     assert_eq!(status, reqwest::StatusCode::OK, "{report}");
     assert_eq!(report["delivered"], 25);
     assert_eq!(report["remaining"], 0);
@@ -313,15 +338,24 @@ async fn a_receiver_that_always_fails_gets_dead_letters_and_replay_delivers_them
         .map(|e| e.event.header.id.to_string())
         .collect();
     let got: BTreeSet<String> = received_ids(&rx).into_iter().collect();
-    assert_eq!(got, decisions_in_log, "replay delivered exactly the dead letters");
+    assert_eq!(
+        got, decisions_in_log,
+        "replay delivered exactly the dead letters"
+    );
     assert_eq!(state_of(&s, &admin, "dl").await["dead_letters"], 0);
     let (_, events) = s
         .get("/api/v1/audit/events?type=destination.replayed", &admin)
         .await;
-    assert_eq!(events["events"].as_array().map(Vec::len), Some(1), "{events}");
+    assert_eq!(
+        events["events"].as_array().map(Vec::len),
+        Some(1),
+        "{events}"
+    );
     eprintln!(
         "dead-lettered 25 events after 3 attempts each, replay delivered {}, {} remain, {} refused requests",
-        report["delivered"], report["remaining"], rx.refused.load(Ordering::SeqCst)
+        report["delivered"],
+        report["remaining"],
+        rx.refused.load(Ordering::SeqCst)
     );
 }
 
@@ -330,7 +364,9 @@ async fn splunk_hec_receives_envelopes_with_the_token() {
     let (rx, addr) = start_receiver().await;
     let s = server().await;
     let admin = s.token("acme", Role::Admin, None, None, None).await;
-    let agent = s.agent_token("acme", "claude-code", "alice", "acme/platform/api").await;
+    let agent = s
+        .agent_token("acme", "claude-code", "alice", "acme/platform/api")
+        .await;
     let tok = s.dir.path().join("hec.token");
     std::fs::write(&tok, "hec-token-42\n").unwrap();
     let (status, body) = s
@@ -350,7 +386,11 @@ async fn splunk_hec_receives_envelopes_with_the_token() {
     caught_up(&s, &admin, "splunk").await;
     let accepted = rx.accepted.lock().unwrap().clone();
     let auth = rx.auth.lock().unwrap().clone();
-    eprintln!("HEC received {} envelopes in {} requests", accepted.len(), auth.len());
+    eprintln!(
+        "HEC received {} envelopes in {} requests",
+        accepted.len(),
+        auth.len()
+    );
     let in_subtree: BTreeSet<String> = s
         .state()
         .store
@@ -362,7 +402,10 @@ async fn splunk_hec_receives_envelopes_with_the_token() {
         .map(|e| e.event.header.id.to_string())
         .collect();
     let got: BTreeSet<String> = accepted.iter().map(|(_, _, id)| id.clone()).collect();
-    assert_eq!(got, in_subtree, "exactly the events of the acme/platform subtree");
+    assert_eq!(
+        got, in_subtree,
+        "exactly the events of the acme/platform subtree"
+    );
     assert!(got.len() >= 10);
     assert!(auth.iter().all(|a| a == "Splunk hec-token-42"), "{auth:?}");
 }
@@ -371,7 +414,9 @@ async fn splunk_hec_receives_envelopes_with_the_token() {
 async fn the_file_destination_rotates_and_keeps_n_files() {
     let s = server().await;
     let admin = s.token("acme", Role::Admin, None, None, None).await;
-    let agent = s.agent_token("acme", "claude-code", "alice", "acme/platform/api").await;
+    let agent = s
+        .agent_token("acme", "claude-code", "alice", "acme/platform/api")
+        .await;
     let out = s.dir.path().join("out").join("audit.ndjson");
     let (status, body) = s
         .post(
@@ -393,7 +438,12 @@ async fn the_file_destination_rotates_and_keeps_n_files() {
     let mut uids = Vec::new();
     for p in [name(2), name(1), out.clone()] {
         let text = std::fs::read_to_string(&p).unwrap();
-        assert!(text.len() as u64 <= 8192, "{} has {} bytes", p.display(), text.len());
+        assert!(
+            text.len() as u64 <= 8192,
+            "{} has {} bytes",
+            p.display(),
+            text.len()
+        );
         for line in text.lines() {
             let v: Value = serde_json::from_str(line).unwrap();
             assert_eq!(v["class_uid"], 6003);
@@ -405,7 +455,13 @@ async fn the_file_destination_rotates_and_keeps_n_files() {
         .iter()
         .map(|u| log.iter().position(|l| l == u).expect("a logged event"))
         .collect();
-    assert!(positions.windows(2).all(|w| w[0] < w[1]), "files hold events in log order");
-    eprintln!("file destination: {} events in the 3 newest files, oldest rotated away", uids.len());
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "files hold events in log order"
+    );
+    eprintln!(
+        "file destination: {} events in the 3 newest files, oldest rotated away",
+        uids.len()
+    );
     assert!(uids.len() < 40, "older files were dropped");
 }

@@ -155,11 +155,11 @@ impl ServeArgs {
                 c.delivery.enabled = e;
             }
             if let Some(p) = d.poll_interval {
-                c.delivery.poll_interval = crate::duration::parse(&p)
+                c.delivery.poll_interval = delivery_duration(&p)
                     .map_err(|e| anyhow::anyhow!("[delivery] poll_interval: {e}"))?;
             }
             if let Some(t) = d.lease_ttl {
-                c.delivery.lease_ttl = crate::duration::parse(&t)
+                c.delivery.lease_ttl = delivery_duration(&t)
                     .map_err(|e| anyhow::anyhow!("[delivery] lease_ttl: {e}"))?;
             }
         }
@@ -191,5 +191,16 @@ impl ServeArgs {
         }
         c.policy_poll = Duration::from_secs(1);
         Ok((c, self.checkpoint_key.or(file.checkpoint_key)))
+    }
+}
+
+/// `250ms` besides the units of [`crate::duration::parse`]: polling runs below a second.
+fn delivery_duration(s: &str) -> Result<Duration, String> {
+    match s.trim().strip_suffix("ms") {
+        Some(n) => match n.parse::<u64>() {
+            Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
+            _ => Err(format!("{s:?} is not a duration like 250ms or 2s")),
+        },
+        None => crate::duration::parse(s),
     }
 }
