@@ -139,7 +139,7 @@ async fn roles_and_tenants_are_kept_apart() {
     // The auditor reads; only the admin writes; a confined token does neither.
     let (st, v) = s.get("/api/v1/destinations/siem", &auditor).await;
     assert_eq!(st, StatusCode::OK, "{v}");
-    assert_eq!(v["state"][0]["next_seq"].as_u64().is_some(), true);
+    assert!(v["state"][0]["next_seq"].as_u64().is_some());
     assert_eq!(v["state"][0]["circuit"], "closed");
     for (token, what) in [
         (&auditor, "auditor"),

@@ -30,7 +30,7 @@ impl EventFilter {
     pub fn matches(&self, e: &AuditEvent) -> bool {
         let h = &e.header;
         let type_ok = (self.exact.is_empty() && self.prefixes.is_empty())
-            || self.exact.iter().any(|t| *t == h.event_type)
+            || self.exact.contains(&h.event_type)
             || self.prefixes.iter().any(|p| h.event_type.starts_with(p));
         let ns_ok = self
             .namespace

@@ -15,6 +15,9 @@ pub struct DestinationFigures {
     pub circuit: u64,
 }
 
+/// Name, type, help, and how to read the figure.
+type Series = (&'static str, &'static str, &'static str, fn(&DestinationFigures) -> u64);
+
 #[derive(Default)]
 pub struct DeliveryMetrics {
     by_destination: Mutex<BTreeMap<(String, String), DestinationFigures>>,
@@ -36,7 +39,7 @@ impl DeliveryMetrics {
     /// Appends the Prometheus text of every destination this node has worked on.
     pub fn render(&self, out: &mut String) {
         let m = self.by_destination.lock().expect("delivery metrics");
-        let series: [(&str, &str, &str, fn(&DestinationFigures) -> u64); 5] = [
+        let series: [Series; 5] = [
             (
                 "warden_delivery_events_delivered_total",
                 "counter",
