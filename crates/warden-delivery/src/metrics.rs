@@ -16,7 +16,12 @@ pub struct DestinationFigures {
 }
 
 /// Name, type, help, and how to read the figure.
-type Series = (&'static str, &'static str, &'static str, fn(&DestinationFigures) -> u64);
+type Series = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&DestinationFigures) -> u64,
+);
 
 #[derive(Default)]
 pub struct DeliveryMetrics {
