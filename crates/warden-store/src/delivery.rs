@@ -209,7 +209,9 @@ macro_rules! delivery_sql {
             }
 
             /// Takes or renews the lease until `expires`: true when this node holds it now
-            /// (it had it, nobody had it, or the holder's lease ran out before `now`).
+            /// (it had it, nobody had it, or the holder's lease ran out before `now`). Only for
+            /// a destination that exists: a worker still running after its destination was
+            /// deleted cannot leave a cursor behind for a new destination of that name.
             pub(crate) async fn dest_lease(
                 &self,
                 k: &LeaseKey<'_>,
@@ -218,7 +220,9 @@ macro_rules! delivery_sql {
             ) -> Result<bool> {
                 let r = sqlx::query(
                     "INSERT INTO delivery_state (tenant, destination, next_seq, lease_owner, lease_expires_us, circuit) \
-                     VALUES ($1, $2, 0, $3, $4, 'closed') ON CONFLICT (tenant, destination) DO UPDATE SET \
+                     SELECT $1, $2, 0, $3, $4, 'closed' WHERE EXISTS \
+                     (SELECT 1 FROM destinations WHERE tenant = $1 AND name = $2) \
+                     ON CONFLICT (tenant, destination) DO UPDATE SET \
                      lease_owner = excluded.lease_owner, lease_expires_us = excluded.lease_expires_us \
                      WHERE delivery_state.lease_owner IS NULL OR delivery_state.lease_owner = excluded.lease_owner \
                      OR delivery_state.lease_expires_us < $5",

@@ -85,6 +85,20 @@ async fn only_the_lease_holder_moves_the_cursor(b: Backend) {
     let (_db, s) = store(b).await;
     let t = tenant("acme");
     let now = Utc::now();
+    let ghost = LeaseKey {
+        tenant: &t,
+        destination: "ghost",
+        owner: "node-a",
+    };
+    assert!(
+        !s.acquire_delivery_lease(&ghost, now, now + Duration::seconds(30))
+            .await
+            .unwrap(),
+        "no lease on a destination that does not exist"
+    );
+    s.put_destination(&destination("acme", "siem"))
+        .await
+        .unwrap();
     let a = LeaseKey {
         tenant: &t,
         destination: "siem",
