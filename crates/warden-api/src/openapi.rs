@@ -5,7 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    approvals, audit, authorize, events, gateway, health, policies, registry, tokens,
+    approvals, audit, authorize, destinations, events, gateway, health, policies, registry, tokens,
 };
 
 struct BearerAuth;
@@ -57,6 +57,9 @@ impl Modify for BearerAuth {
         crate::routes::retention::delete_rule, crate::routes::retention::apply,
         crate::routes::retention::list_holds, crate::routes::retention::place_hold,
         crate::routes::retention::release_hold,
+        // Delivery to stream destinations
+        destinations::list, destinations::create, destinations::get, destinations::replace,
+        destinations::delete, destinations::replay,
     ),
     modifiers(&BearerAuth),
     tags(
@@ -69,6 +72,7 @@ impl Modify for BearerAuth {
         (name = "gateway", description = "For a remote MCP gateway (`warden gateway stdio --remote`), with an agent token: the session, the registry, decisions, the session's events, its approvals"),
         (name = "operations", description = "Health, readiness, metrics"),
         (name = "retention", description = "How long payloads and headers are kept per namespace subtree, legal holds, and running retention now"),
+        (name = "destinations", description = "Stream destinations of the audit log (webhook, Splunk HEC, rotating file): settings, delivery state, replay of dead letters"),
     )
 )]
 pub struct ApiDoc;

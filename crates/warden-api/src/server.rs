@@ -24,7 +24,9 @@ use crate::approvals::ApprovalDesk;
 use crate::policies::{PolicyRuntime, Reload};
 use crate::problem::Problem;
 use crate::registry::Registry;
-use crate::routes::{approvals, audit, authorize, events, health, policies, registry, tokens};
+use crate::routes::{
+    approvals, audit, authorize, destinations, events, health, policies, registry, tokens,
+};
 use crate::state::{AppState, Inner, Metrics, ServerConfig};
 use crate::tokens::TokenCache;
 
@@ -103,6 +105,21 @@ pub fn router(state: AppState) -> Router {
             post(retention::release_hold),
         )
         .merge(registry_routes())
+        // Delivery to stream destinations
+        .route(
+            "/api/v1/destinations",
+            get(destinations::list).post(destinations::create),
+        )
+        .route(
+            "/api/v1/destinations/{name}",
+            get(destinations::get)
+                .put(destinations::replace)
+                .delete(destinations::delete),
+        )
+        .route(
+            "/api/v1/destinations/{name}/replay",
+            post(destinations::replay),
+        )
         .merge(gateway_routes())
         .fallback(|| async {
             Problem::new(
@@ -277,6 +294,10 @@ pub async fn build_state(
             .context("cannot load the registry")?,
     );
     let gateway_config = config.gateway.clone();
+    let delivery = Arc::new(warden_delivery::Engine::new(
+        store.clone(),
+        config.delivery.clone(),
+    ));
     let state = Arc::new(Inner {
         config,
         store,
@@ -290,6 +311,7 @@ pub async fn build_state(
         metrics: Metrics::default(),
         started: Instant::now(),
         gateway: std::sync::OnceLock::new(),
+        delivery,
     });
     let governor = Arc::new(crate::gateway::ServerGovernor::new(&state));
     let gateway = warden_gateway::Gateway::start(gateway_config, governor);
@@ -297,6 +319,10 @@ pub async fn build_state(
     crate::gateway::spawn_registry_sync(&state);
     // The directory as loaded at start is a version too (when it differs from the last one).
     crate::bundles::sync_directory(&state).await;
+    // Delivery: the configuration file's destinations
+    destinations::declare_configured(&state)
+        .await
+        .context("cannot declare the configured destinations")?;
     Ok(state)
 }
 
@@ -343,7 +369,9 @@ async fn run(state: AppState, listener: TcpListener, shutdown: Arc<Notify>) -> a
     let watcher = tokio::spawn(watch_policies(state.clone(), stop_rx.clone()));
     // Retention
     let retention = tokio::spawn(crate::retention_job::run(state.clone(), stop_rx.clone()));
-    let registry = tokio::spawn(refresh_registry(state.clone(), stop_rx));
+    let registry = tokio::spawn(refresh_registry(state.clone(), stop_rx.clone()));
+    // Delivery to stream destinations
+    let delivery = tokio::spawn(state.delivery.clone().run(stop_rx));
 
     let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     // Answers (SSE above all) go out in several writes; without TCP_NODELAY the last one
@@ -366,6 +394,7 @@ async fn run(state: AppState, listener: TcpListener, shutdown: Arc<Notify>) -> a
     let _ = watcher.await;
     let _ = registry.await;
     let _ = retention.await;
+    let _ = delivery.await;
     if let Err(e) = checkpointer::checkpoint_all(state.store.as_ref(), &state.signer).await {
         tracing::warn!(error = %e, "final checkpoint failed");
     }

@@ -44,6 +44,10 @@ pub struct ServerConfig {
     // Retention
     /// When and whether the server applies retention rules.
     pub retention: crate::retention_job::RetentionSchedule,
+    // Delivery to stream destinations
+    pub delivery: warden_delivery::DeliveryConfig,
+    /// `[[destinations]]` of the configuration file: (tenant, settings).
+    pub destinations: Vec<(warden_core::TenantId, warden_delivery::DestinationSpec)>,
 }
 
 impl ServerConfig {
@@ -61,6 +65,8 @@ impl ServerConfig {
             store_busy_timeout: warden_store::sqlite::DEFAULT_BUSY_TIMEOUT,
             gateway: warden_gateway::GatewayConfig::default(),
             retention: Default::default(),
+            delivery: warden_delivery::DeliveryConfig::default(),
+            destinations: Vec::new(),
         }
     }
 }
@@ -114,6 +120,8 @@ pub struct Inner {
     pub started: Instant,
     /// The MCP gateway, set once right after the state is built (it refers back to it).
     pub gateway: std::sync::OnceLock<Arc<warden_gateway::Gateway>>,
+    // Delivery to stream destinations
+    pub delivery: Arc<warden_delivery::Engine>,
 }
 
 pub type AppState = Arc<Inner>;

@@ -74,6 +74,11 @@ pub const AUDIT_RETENTION_RULE_SET: &str = "audit.retention.rule_set";
 pub const AUDIT_RETENTION_RULE_DELETED: &str = "audit.retention.rule_deleted";
 pub const AUDIT_LEGAL_HOLD_PLACED: &str = "audit.legal_hold.placed";
 pub const AUDIT_LEGAL_HOLD_RELEASED: &str = "audit.legal_hold.released";
+// Delivery to stream destinations
+pub const DESTINATION_CREATED: &str = "destination.created";
+pub const DESTINATION_UPDATED: &str = "destination.updated";
+pub const DESTINATION_DELETED: &str = "destination.deleted";
+pub const DESTINATION_REPLAYED: &str = "destination.replayed";
 
 pub const CATALOG: &[EventType] = &[
     EventType {
@@ -369,6 +374,31 @@ pub const CATALOG: &[EventType] = &[
         name: AUDIT_LEGAL_HOLD_RELEASED,
         description: "A legal hold was released: id, reason, who. Retention applies to its events again from the next run.",
         scope: "the held namespace or the tenant root",
+        door: Door::Admin,
+    },
+    // Delivery to stream destinations
+    EventType {
+        name: DESTINATION_CREATED,
+        description: "A stream destination was added (API or configuration file): name, kind and settings; secrets appear only as env:/file: references.",
+        scope: "the tenant root",
+        door: Door::Admin,
+    },
+    EventType {
+        name: DESTINATION_UPDATED,
+        description: "A stream destination's settings were replaced: the settings before and after (secrets as references).",
+        scope: "the tenant root",
+        door: Door::Admin,
+    },
+    EventType {
+        name: DESTINATION_DELETED,
+        description: "A stream destination was removed with its cursor and dead letters: its last settings and how many dead letters were dropped.",
+        scope: "the tenant root",
+        door: Door::Admin,
+    },
+    EventType {
+        name: DESTINATION_REPLAYED,
+        description: "The dead letters of a destination were sent again (API or CLI): how many were delivered and removed, how many remain, and why a replay stopped early.",
+        scope: "the tenant root",
         door: Door::Admin,
     },
 ];

@@ -12,6 +12,7 @@
 
 pub mod checkpointer;
 pub mod database;
+pub mod delivery;
 pub mod model;
 pub mod pipeline;
 pub mod postgres;
@@ -31,6 +32,7 @@ use warden_core::{
 };
 
 pub use database::{Database, OpenOptions, open};
+pub use delivery::{DeadLetter, DeliveryState, LeaseKey, NewDeadLetter, StoredDestination};
 pub use model::*;
 pub use postgres::PgStore;
 pub use recorded::{DecisionCursor, DecisionPage, DecisionWindow, RecordedDecision};
@@ -278,6 +280,65 @@ pub trait Store: Send + Sync + 'static {
         from_seq: u64,
         limit: u32,
     ) -> Result<Vec<(u64, Hash)>>;
+    // --- Delivery to stream destinations --------------------------------------------------
+    // The audit log is the outbox; see [`delivery`]. Every query takes the tenant.
+
+    /// Inserts or replaces a destination; returns the one it replaced.
+    async fn put_destination(&self, d: &StoredDestination) -> Result<Option<StoredDestination>>;
+    /// Removes a destination with its cursor, lease and dead letters; returns it.
+    async fn delete_destination(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+    ) -> Result<Option<StoredDestination>>;
+    async fn get_destination(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+    ) -> Result<Option<StoredDestination>>;
+    /// The tenant's destinations, or every tenant's (for the delivery engine), by name.
+    async fn list_destinations(&self, tenant: Option<&TenantId>) -> Result<Vec<StoredDestination>>;
+    async fn delivery_state(&self, tenant: &TenantId, name: &str) -> Result<DeliveryState>;
+    /// Takes or renews the delivery lease until `expires`; true when this node holds it.
+    async fn acquire_delivery_lease(
+        &self,
+        key: &LeaseKey<'_>,
+        now: DateTime<Utc>,
+        expires: DateTime<Utc>,
+    ) -> Result<bool>;
+    async fn release_delivery_lease(&self, key: &LeaseKey<'_>) -> Result<()>;
+    /// Moves the cursor `from` → `to` when this node holds the lease and the cursor is at
+    /// `from`; false (nothing written) otherwise.
+    async fn advance_delivery_cursor(&self, key: &LeaseKey<'_>, from: u64, to: u64)
+    -> Result<bool>;
+    /// Dead-letters events and moves the cursor past them in one transaction, under the
+    /// conditions of [`Store::advance_delivery_cursor`].
+    async fn dead_letter(
+        &self,
+        key: &LeaseKey<'_>,
+        from: u64,
+        to: u64,
+        letters: &[NewDeadLetter],
+        attempts: u32,
+        error: &str,
+    ) -> Result<bool>;
+    /// The delivering node's report: circuit state and, when given, the last error.
+    async fn record_delivery_status(
+        &self,
+        key: &LeaseKey<'_>,
+        circuit: &str,
+        error: Option<&str>,
+    ) -> Result<()>;
+    /// Oldest first, after `after_seq`, at most `limit`.
+    async fn dead_letters(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        after_seq: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<DeadLetter>>;
+    async fn remove_dead_letters(&self, tenant: &TenantId, name: &str, seqs: &[u64])
+    -> Result<u64>;
 }
 
 /// Convenience for callers that record one event outside the pipeline (the CLI).

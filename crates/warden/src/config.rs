@@ -67,6 +67,11 @@ struct FileConfig {
     // Retention
     /// `[retention]`: the scheduled retention run.
     retention: Option<RetentionFile>,
+    // Delivery to stream destinations
+    /// `[delivery]`: whether this node delivers, how often it polls, its lease.
+    delivery: Option<DeliveryFile>,
+    /// `[[destinations]]`: each a destination's settings plus its `tenant`.
+    destinations: Option<Vec<toml::Table>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -76,6 +81,16 @@ struct RetentionFile {
     enabled: Option<bool>,
     /// How often, e.g. 1h [default: 1h].
     interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeliveryFile {
+    enabled: Option<bool>,
+    /// e.g. `1s`, `250ms`.
+    poll_interval: Option<String>,
+    /// e.g. `30s`: how long after a node stops renewing another takes over.
+    lease_ttl: Option<String>,
 }
 
 impl ServeArgs {
@@ -155,7 +170,58 @@ impl ServeArgs {
                     .map_err(|e| anyhow::anyhow!("[retention] interval in the config file: {e}"))?;
             }
         }
+        // Delivery to stream destinations
+        if let Some(d) = file.delivery {
+            if let Some(e) = d.enabled {
+                c.delivery.enabled = e;
+            }
+            if let Some(p) = d.poll_interval {
+                c.delivery.poll_interval = delivery_duration(&p)
+                    .map_err(|e| anyhow::anyhow!("[delivery] poll_interval: {e}"))?;
+            }
+            if let Some(t) = d.lease_ttl {
+                c.delivery.lease_ttl = delivery_duration(&t)
+                    .map_err(|e| anyhow::anyhow!("[delivery] lease_ttl: {e}"))?;
+            }
+        }
+        for (i, mut table) in file
+            .destinations
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            let tenant = match table.remove("tenant") {
+                Some(toml::Value::String(t)) => warden_core::TenantId::parse(&t)?,
+                _ => anyhow::bail!(
+                    "[[destinations]] entry {}: `tenant` (a string) is required",
+                    i + 1
+                ),
+            };
+            let spec: warden_delivery::DestinationSpec = toml::Value::Table(table)
+                .try_into()
+                .with_context(|| format!("[[destinations]] entry {}", i + 1))?;
+            let problems = spec.validate(&tenant);
+            if !problems.is_empty() {
+                anyhow::bail!(
+                    "[[destinations]] {} of tenant {tenant}: {}",
+                    spec.name,
+                    problems.join("; ")
+                );
+            }
+            c.destinations.push((tenant, spec));
+        }
         c.policy_poll = Duration::from_secs(1);
         Ok((c, self.checkpoint_key.or(file.checkpoint_key)))
+    }
+}
+
+/// `250ms` besides the units of [`crate::duration::parse`]: polling runs below a second.
+fn delivery_duration(s: &str) -> Result<Duration, String> {
+    match s.trim().strip_suffix("ms") {
+        Some(n) => match n.parse::<u64>() {
+            Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
+            _ => Err(format!("{s:?} is not a duration like 250ms or 2s")),
+        },
+        None => crate::duration::parse(s),
     }
 }

@@ -12,6 +12,8 @@ mod registry_cmd;
 mod remote;
 mod simulate_cmd;
 mod token_cmd;
+// Delivery to stream destinations
+mod destinations_cmd;
 
 use std::process::ExitCode;
 
@@ -57,6 +59,9 @@ enum Command {
     Registry(registry_cmd::RegistryCommand),
     /// Apply the database migrations this version needs (PostgreSQL or SQLite).
     Migrate(migrate_cmd::MigrateArgs),
+    /// Stream destinations of the audit log: state, and replay of dead letters.
+    #[command(subcommand)]
+    Destinations(destinations_cmd::DestinationsCommand),
 }
 
 fn init_logging() {
@@ -96,6 +101,7 @@ fn main() -> ExitCode {
             Command::Registry(cmd) => registry_cmd::run(cmd).await,
             Command::Gateway(cmd) => gateway_cmd::run(cmd).await,
             Command::Migrate(args) => migrate_cmd::run(args).await,
+            Command::Destinations(cmd) => destinations_cmd::run(cmd).await,
         }
     });
     match result {

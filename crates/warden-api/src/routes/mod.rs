@@ -2,7 +2,9 @@
 
 pub mod approvals;
 pub mod audit;
+// Delivery to stream destinations
 pub mod authorize;
+pub mod destinations;
 pub mod discovery;
 pub mod events;
 pub mod gateway;

@@ -4,7 +4,7 @@
 //! Every format writes one event at a time into a caller's buffer, so an export of any size
 //! streams in constant memory: the caller pages through the store, formats a page, sends it and
 //! drops it. The same writers feed the on-demand export (`GET /api/v1/audit/export`, `warden
-//! audit export`) and, later, the streaming destinations.
+//! audit export`) and the streaming destinations (`warden-delivery`).
 
 mod cef;
 mod csv;

@@ -26,6 +26,7 @@ use warden_core::{
     NewApproval, Result, Role, TenantId,
 };
 
+use crate::delivery::{DeadLetter, DeliveryState, LeaseKey, NewDeadLetter, StoredDestination};
 use crate::model::*;
 use crate::registry::{
     AgentFilter, HistoryEntry, HistoryFilter, RegistryChange, RegistryRows, ServerFilter,
@@ -38,6 +39,8 @@ mod policies;
 mod registry;
 // Retention
 mod retention;
+// Delivery
+mod delivery;
 
 pub use partitions::{PARTITION_MONTHS_AHEAD, PARTITION_REFRESH};
 
@@ -951,6 +954,86 @@ impl Store for PgStore {
         limit: u32,
     ) -> Result<Vec<(u64, Hash)>> {
         retention::expired_leaves(&self.pool, tenant, from_seq, limit).await
+    }
+    // Delivery
+    async fn put_destination(&self, d: &StoredDestination) -> Result<Option<StoredDestination>> {
+        self.dest_put(d).await
+    }
+    async fn delete_destination(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+    ) -> Result<Option<StoredDestination>> {
+        self.dest_delete(tenant, name).await
+    }
+    async fn get_destination(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+    ) -> Result<Option<StoredDestination>> {
+        self.dest_get(tenant, name).await
+    }
+    async fn list_destinations(&self, tenant: Option<&TenantId>) -> Result<Vec<StoredDestination>> {
+        self.dest_list(tenant).await
+    }
+    async fn delivery_state(&self, tenant: &TenantId, name: &str) -> Result<DeliveryState> {
+        self.dest_state(tenant, name).await
+    }
+    async fn acquire_delivery_lease(
+        &self,
+        key: &LeaseKey<'_>,
+        now: DateTime<Utc>,
+        expires: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.dest_lease(key, now, expires).await
+    }
+    async fn release_delivery_lease(&self, key: &LeaseKey<'_>) -> Result<()> {
+        self.dest_release(key).await
+    }
+    async fn advance_delivery_cursor(
+        &self,
+        key: &LeaseKey<'_>,
+        from: u64,
+        to: u64,
+    ) -> Result<bool> {
+        self.dest_advance(key, from, to).await
+    }
+    async fn dead_letter(
+        &self,
+        key: &LeaseKey<'_>,
+        from: u64,
+        to: u64,
+        letters: &[NewDeadLetter],
+        attempts: u32,
+        error: &str,
+    ) -> Result<bool> {
+        self.dest_dead_letter(key, from, to, letters, attempts, error)
+            .await
+    }
+    async fn record_delivery_status(
+        &self,
+        key: &LeaseKey<'_>,
+        circuit: &str,
+        error: Option<&str>,
+    ) -> Result<()> {
+        self.dest_status(key, circuit, error).await
+    }
+    async fn dead_letters(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        after_seq: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<DeadLetter>> {
+        self.dest_dead_letters(tenant, name, after_seq, limit).await
+    }
+    async fn remove_dead_letters(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        seqs: &[u64],
+    ) -> Result<u64> {
+        self.dest_remove_dead_letters(tenant, name, seqs).await
     }
 }
 
