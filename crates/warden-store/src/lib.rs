@@ -18,6 +18,7 @@ pub mod postgres;
 pub mod recorded;
 pub mod registry;
 pub mod sqlite;
+pub mod usage;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -220,6 +221,16 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_checkpoint(&self, tenant: &TenantId, cp: &StoredCheckpoint) -> Result<()>;
     async fn checkpoints(&self, tenant: &TenantId) -> Result<Vec<StoredCheckpoint>>;
     async fn latest_checkpoint(&self, tenant: &TenantId) -> Result<Option<StoredCheckpoint>>;
+
+    // --- analytics ----------------------------------------------------------------------
+    /// Decisions (events with an outcome) of the tenant in `[from, to)`, in the namespace
+    /// subtree if given, counted by outcome per group (see [`usage`]). Exact: the system of
+    /// record holds each event once.
+    async fn usage_report(
+        &self,
+        tenant: &TenantId,
+        query: &usage::UsageQuery,
+    ) -> Result<Vec<usage::UsageRow>>;
 }
 
 /// Convenience for callers that record one event outside the pipeline (the CLI).

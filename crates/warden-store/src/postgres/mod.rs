@@ -36,6 +36,7 @@ use crate::{STORED_NODE_MIN_LEVEL, Store};
 mod partitions;
 mod policies;
 mod registry;
+mod usage;
 
 pub use partitions::{PARTITION_MONTHS_AHEAD, PARTITION_REFRESH};
 
@@ -879,6 +880,15 @@ impl Store for PgStore {
                 .await
                 .map_err(db_err)?;
         row.as_ref().map(checkpoint_from_row).transpose()
+    }
+
+    // Analytics
+    async fn usage_report(
+        &self,
+        tenant: &TenantId,
+        query: &crate::usage::UsageQuery,
+    ) -> Result<Vec<crate::usage::UsageRow>> {
+        usage::report(self, tenant, query).await
     }
 }
 

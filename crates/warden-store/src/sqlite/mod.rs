@@ -31,6 +31,7 @@ use crate::{STORED_NODE_MIN_LEVEL, Store};
 
 mod recorded;
 mod registry;
+mod usage;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -1066,6 +1067,15 @@ impl Store for SqliteStore {
                 .await
                 .map_err(db_err)?;
         row.as_ref().map(checkpoint_from_row).transpose()
+    }
+
+    // Analytics
+    async fn usage_report(
+        &self,
+        tenant: &TenantId,
+        query: &crate::usage::UsageQuery,
+    ) -> Result<Vec<crate::usage::UsageRow>> {
+        usage::report(self, tenant, query).await
     }
 }
 
