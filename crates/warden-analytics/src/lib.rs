@@ -18,6 +18,7 @@ pub mod feeder;
 pub mod report;
 pub mod row;
 pub mod schema;
+pub mod testing;
 
 pub use client::{ClickHouse, ClickHouseError};
 pub use config::{AnalyticsConfig, Partition};
