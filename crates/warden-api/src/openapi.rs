@@ -51,6 +51,8 @@ impl Modify for BearerAuth {
         gateway::session, gateway::registry, gateway::decide, gateway::record,
         gateway::open_approval, gateway::consume_approval, gateway::get_approval,
         gateway::expire_approval, gateway::answer_approval,
+        // Analytics
+        crate::routes::reports::usage,
         serve,
     ),
     modifiers(&BearerAuth),
@@ -63,6 +65,7 @@ impl Modify for BearerAuth {
         (name = "registry", description = "Tool servers, tools and agents: lifecycle, namespace scopes, pins and history. Server names go in paths with their `/` percent-encoded (`io.github.acme%2Fdeploy`)."),
         (name = "gateway", description = "For a remote MCP gateway (`warden gateway stdio --remote`), with an agent token: the session, the registry, decisions, the session's events, its approvals"),
         (name = "operations", description = "Health, readiness, metrics"),
+        (name = "reports", description = "Usage reports over recorded decisions, from ClickHouse when configured, the system of record otherwise"),
     )
 )]
 pub struct ApiDoc;

@@ -84,6 +84,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/approvals/{id}", get(approvals::get))
         .route("/api/v1/approvals/{id}/approve", post(approvals::approve))
         .route("/api/v1/approvals/{id}/deny", post(approvals::deny))
+        // Analytics
+        .route(
+            "/api/v1/reports/usage",
+            get(crate::routes::reports::usage),
+        )
         .merge(registry_routes())
         .merge(gateway_routes())
         .fallback(|| async {
@@ -259,6 +264,15 @@ pub async fn build_state(
             .context("cannot load the registry")?,
     );
     let gateway_config = config.gateway.clone();
+    // Analytics: the settings are checked now; ClickHouse itself may be down (the feeder
+    // retries, decisions never wait on it).
+    let analytics = match &config.analytics {
+        Some(a) => Some(
+            crate::analytics::Analytics::new(store.clone(), a.clone())
+                .map_err(|e| anyhow::anyhow!("[analytics]: {e}"))?,
+        ),
+        None => None,
+    };
     let state = Arc::new(Inner {
         config,
         store,
@@ -272,6 +286,7 @@ pub async fn build_state(
         metrics: Metrics::default(),
         started: Instant::now(),
         gateway: std::sync::OnceLock::new(),
+        analytics,
     });
     let governor = Arc::new(crate::gateway::ServerGovernor::new(&state));
     let gateway = warden_gateway::Gateway::start(gateway_config, governor);
@@ -323,6 +338,11 @@ async fn run(state: AppState, listener: TcpListener, shutdown: Arc<Notify>) -> a
         stop_rx.clone(),
     ));
     let watcher = tokio::spawn(watch_policies(state.clone(), stop_rx.clone()));
+    // Analytics
+    let feeder = state
+        .analytics
+        .as_ref()
+        .and_then(|a| a.spawn_feeder(stop_rx.clone()));
     let registry = tokio::spawn(refresh_registry(state.clone(), stop_rx));
 
     let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
@@ -345,6 +365,11 @@ async fn run(state: AppState, listener: TcpListener, shutdown: Arc<Notify>) -> a
     let _ = checkpoints.await;
     let _ = watcher.await;
     let _ = registry.await;
+    // The feeder is not waited for: what it has not copied yet stays in the audit log, where
+    // the next start resumes.
+    if let Some(f) = feeder {
+        f.abort();
+    }
     if let Err(e) = checkpointer::checkpoint_all(state.store.as_ref(), &state.signer).await {
         tracing::warn!(error = %e, "final checkpoint failed");
     }

@@ -41,6 +41,10 @@ pub struct ServerConfig {
     pub store_busy_timeout: Duration,
     /// The MCP gateway: upstream servers and session settings.
     pub gateway: warden_gateway::GatewayConfig,
+    // Analytics
+    /// The ClickHouse copy of the audit trail (`[analytics]`); `None`: reports read the
+    /// system of record.
+    pub analytics: Option<warden_analytics::AnalyticsConfig>,
 }
 
 impl ServerConfig {
@@ -57,6 +61,7 @@ impl ServerConfig {
             policy_poll: Duration::from_secs(1),
             store_busy_timeout: warden_store::sqlite::DEFAULT_BUSY_TIMEOUT,
             gateway: warden_gateway::GatewayConfig::default(),
+            analytics: None,
         }
     }
 }
@@ -110,6 +115,9 @@ pub struct Inner {
     pub started: Instant,
     /// The MCP gateway, set once right after the state is built (it refers back to it).
     pub gateway: std::sync::OnceLock<Arc<warden_gateway::Gateway>>,
+    // Analytics
+    /// The ClickHouse feeder and reports, when `[analytics]` is configured.
+    pub analytics: Option<crate::analytics::Analytics>,
 }
 
 pub type AppState = Arc<Inner>;

@@ -64,6 +64,51 @@ struct FileConfig {
     checkpoint_interval: Option<String>,
     /// The MCP gateway: `[gateway]` settings and `[[gateway.upstream]]` servers.
     gateway: Option<warden_gateway::GatewayConfig>,
+    // Analytics
+    /// `[analytics]`: the ClickHouse copy of the audit trail.
+    analytics: Option<AnalyticsFile>,
+}
+
+// Analytics
+/// `[analytics]` in the config file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnalyticsFile {
+    /// ClickHouse's HTTP interface, e.g. `http://127.0.0.1:8123`.
+    clickhouse_url: String,
+    /// [default: warden]
+    database: Option<String>,
+    /// `month` (default) or `day`: the table's partitions, and so retention's granularity.
+    partition: Option<String>,
+    /// Most events per insert [default: 20000].
+    batch: Option<usize>,
+    /// How often to look for new events once caught up, e.g. `1s` [default: 1s].
+    interval: Option<String>,
+    user: Option<String>,
+    /// A reference to the password (`env:NAME` or `file:/path`), never the password.
+    password: Option<warden_registry::model::SecretRef>,
+}
+
+impl AnalyticsFile {
+    fn resolve(self) -> anyhow::Result<warden_analytics::AnalyticsConfig> {
+        let mut c = warden_analytics::AnalyticsConfig::new(self.clickhouse_url);
+        if let Some(d) = self.database {
+            c.database = d;
+        }
+        if let Some(p) = self.partition {
+            c.partition = warden_analytics::Partition::parse(&p).map_err(anyhow::Error::msg)?;
+        }
+        if let Some(b) = self.batch {
+            c.batch = b;
+        }
+        if let Some(i) = self.interval {
+            c.interval = crate::duration::parse(&i).map_err(anyhow::Error::msg)?;
+        }
+        c.user = self.user;
+        c.password = self.password;
+        c.validate().map_err(anyhow::Error::msg)?;
+        Ok(c)
+    }
 }
 
 impl ServeArgs {
@@ -133,6 +178,12 @@ impl ServeArgs {
             g.validate()
                 .map_err(|e| anyhow::anyhow!("[gateway] in the config file: {e}"))?;
             c.gateway = g;
+        }
+        if let Some(a) = file.analytics {
+            c.analytics = Some(
+                a.resolve()
+                    .context("[analytics] in the config file is not valid")?,
+            );
         }
         c.policy_poll = Duration::from_secs(1);
         Ok((c, self.checkpoint_key.or(file.checkpoint_key)))

@@ -202,6 +202,10 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         }
     }
     state.gateway().render_metrics(&mut out);
+    // Analytics
+    if let Some(a) = &state.analytics {
+        a.stats.render(&mut out);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 

@@ -9,5 +9,6 @@ pub mod gateway;
 pub mod health;
 pub mod policies;
 pub mod registry;
+pub mod reports;
 pub mod simulate;
 pub mod tokens;
