@@ -66,7 +66,7 @@ cat >"$dir/config.xml" <<EOF
     <http_port>${http_port}</http_port>
     <tcp_port>${tcp_port}</tcp_port>
     <max_connections>1024</max_connections>
-    <keep_alive_timeout>10</keep_alive_timeout>
+    <keep_alive_timeout>3</keep_alive_timeout>
     <max_concurrent_queries>100</max_concurrent_queries>
     <uncompressed_cache_size>1073741824</uncompressed_cache_size>
     <mark_cache_size>1073741824</mark_cache_size>

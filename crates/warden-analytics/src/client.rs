@@ -48,6 +48,9 @@ impl ClickHouse {
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
+            // A connection per statement: statements are large and few, and a kept-alive
+            // connection in constant use would hold up a ClickHouse that is shutting down.
+            .pool_max_idle_per_host(0)
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         Ok(ClickHouse {

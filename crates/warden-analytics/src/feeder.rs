@@ -229,9 +229,18 @@ impl Feeder {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?backoff, "analytics feed failed; will retry");
-                    let wait = backoff;
+                    let retry_at = tokio::time::Instant::now() + backoff;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
-                    wait
+                    // Keep the lag current while waiting: it grows as long as ClickHouse is
+                    // away, and that is what an operator watches.
+                    while tokio::time::Instant::now() + self.config.interval < retry_at {
+                        tokio::select! {
+                            _ = stop.changed() => return,
+                            _ = tokio::time::sleep(self.config.interval) => {}
+                        }
+                        let _ = self.heads().await;
+                    }
+                    retry_at.saturating_duration_since(tokio::time::Instant::now())
                 }
             };
             tokio::select! {

@@ -155,23 +155,26 @@ impl PrivateClickHouse {
             .ok()
     }
 
-    /// Stops the server (SIGTERM, then SIGKILL after 30 s) and waits until it is gone.
+    /// Stops the server (SIGTERM, then SIGKILL after 15 s) and waits until it is gone.
     pub fn stop(&self) {
         let Some(pid) = self.pid() else { return };
-        let alive = || {
+        let kill = |args: &[&str]| {
             Command::new("kill")
-                .args(["-0", &pid.to_string()])
+                .args(args)
+                .arg(pid.to_string())
+                .stderr(std::process::Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success())
         };
-        let _ = Command::new("kill").arg(pid.to_string()).status();
-        for _ in 0..300 {
+        let alive = || kill(&["-0"]);
+        kill(&["-TERM"]);
+        for _ in 0..150 {
             if !alive() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        kill(&["-KILL"]);
         while alive() {
             std::thread::sleep(Duration::from_millis(100));
         }
