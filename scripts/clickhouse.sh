@@ -19,7 +19,12 @@ dir="${3:-${WARDEN_CLICKHOUSE_DIR:-$PWD/.clickhouse}}"
 case "$dir" in /*) ;; *) dir="$PWD/$dir" ;; esac
 
 ping_ok() {
-    curl -fsS --max-time 2 "http://127.0.0.1:${http_port}/ping" >/dev/null 2>&1
+    if command -v curl >/dev/null; then
+        curl -fsS --max-time 2 "http://127.0.0.1:${http_port}/ping" >/dev/null 2>&1
+    else
+        # No curl on a minimal machine: ask over bash's /dev/tcp.
+        timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/${http_port} && printf 'GET /ping HTTP/1.0\r\n\r\n' >&3 && grep -q 'Ok.' <&3" 2>/dev/null
+    fi
 }
 
 if ping_ok; then

@@ -221,7 +221,10 @@ mod tests {
     #[test]
     fn counts_read_as_numbers_or_strings() {
         assert_eq!(as_u64(&serde_json::json!(7)), Some(7));
-        assert_eq!(as_u64(&serde_json::json!("18446744073709551615")), Some(u64::MAX));
+        assert_eq!(
+            as_u64(&serde_json::json!("18446744073709551615")),
+            Some(u64::MAX)
+        );
         assert_eq!(as_u64(&serde_json::json!(null)), None);
     }
 }

@@ -18,7 +18,9 @@ impl Partition {
         match s {
             "month" => Ok(Partition::Month),
             "day" => Ok(Partition::Day),
-            other => Err(format!("partition must be \"month\" or \"day\", not {other:?}")),
+            other => Err(format!(
+                "partition must be \"month\" or \"day\", not {other:?}"
+            )),
         }
     }
 
@@ -85,8 +87,7 @@ impl AnalyticsConfig {
                     .into(),
             );
         }
-        crate::schema::check_identifier(&self.database)
-            .map_err(|e| format!("database: {e}"))?;
+        crate::schema::check_identifier(&self.database).map_err(|e| format!("database: {e}"))?;
         if self.batch == 0 || self.batch > MAX_BATCH {
             return Err(format!(
                 "batch must be between 1 and {MAX_BATCH}, not {}",

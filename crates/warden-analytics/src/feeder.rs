@@ -262,14 +262,16 @@ impl Feeder {
             .await?;
         self.confirmed.clear();
         for r in rows {
-            let (Some(tenant), Some(max)) = (
-                r.first().and_then(as_string),
-                r.get(1).and_then(as_u64),
-            ) else {
+            let (Some(tenant), Some(max)) =
+                (r.first().and_then(as_string), r.get(1).and_then(as_u64))
+            else {
                 return Err(ClickHouseError::Answer(format!("unexpected row {r:?}")).into());
             };
             let Ok(tenant) = TenantId::parse(&tenant) else {
-                tracing::warn!(tenant, "ClickHouse holds rows of a tenant id Warden would not write; ignored");
+                tracing::warn!(
+                    tenant,
+                    "ClickHouse holds rows of a tenant id Warden would not write; ignored"
+                );
                 continue;
             };
             // One batch back: the previous run's last insert may have left a gap below `max`.

@@ -90,7 +90,10 @@ mod tests {
 
     #[test]
     fn tools_and_servers() {
-        assert_eq!(tool_of(Some("Tool"), Some("github__create_issue")), "github__create_issue");
+        assert_eq!(
+            tool_of(Some("Tool"), Some("github__create_issue")),
+            "github__create_issue"
+        );
         assert_eq!(tool_of(Some("Repo"), Some("x")), "");
         assert_eq!(server_of("github__create_issue"), "github");
         assert_eq!(server_of("github.create_issue"), "");

@@ -76,7 +76,8 @@ ORDER BY (tenant, namespace, time, id)",
 pub async fn create(ch: &ClickHouse, partition: Partition) -> Result<(), ClickHouseError> {
     ch.execute(&format!("CREATE DATABASE IF NOT EXISTS {}", ch.database()))
         .await?;
-    ch.execute(&create_table_sql(ch.database(), partition)).await
+    ch.execute(&create_table_sql(ch.database(), partition))
+        .await
 }
 
 /// The partitions of the table that hold data, by ClickHouse's partition id (`YYYYMM` or

@@ -41,7 +41,9 @@ impl TestClickHouse {
                  Start it with scripts/clickhouse.sh or point WARDEN_TEST_CLICKHOUSE_URL at one."
             );
             if required() {
-                panic!("{msg}\nWARDEN_REQUIRE_BACKENDS=1: a backend that was not tested is never reported as passing.");
+                panic!(
+                    "{msg}\nWARDEN_REQUIRE_BACKENDS=1: a backend that was not tested is never reported as passing."
+                );
             }
             eprintln!("SKIPPED (set WARDEN_REQUIRE_BACKENDS=1 to fail instead): {msg}");
             return None;

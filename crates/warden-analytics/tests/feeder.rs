@@ -220,7 +220,12 @@ async fn reports_from_clickhouse_equal_the_store(b: Backend) {
             now - Duration::hours(5) + Duration::microseconds(250_001),
         ),
     ];
-    let namespaces = [None, Some("acme/platform"), Some("acme/sales"), Some("acme")];
+    let namespaces = [
+        None,
+        Some("acme/platform"),
+        Some("acme/sales"),
+        Some("acme"),
+    ];
     let mut compared = 0;
     for (from, to) in windows {
         for ns in namespaces {
@@ -264,7 +269,10 @@ async fn reports_from_clickhouse_equal_the_store(b: Backend) {
     };
     let g = report::usage(&client, &globex, &all).await.unwrap();
     assert_eq!(g.iter().map(|r| r.total).sum::<u64>(), 120);
-    assert!(g.iter().all(|r| r.key.as_deref().unwrap().starts_with("globex")));
+    assert!(
+        g.iter()
+            .all(|r| r.key.as_deref().unwrap().starts_with("globex"))
+    );
     assert_eq!(g, store.usage_report(&globex, &all).await.unwrap());
     let a = report::usage(&client, &acme, &all).await.unwrap();
     assert_eq!(a.iter().map(|r| r.total).sum::<u64>(), 700);
@@ -273,10 +281,18 @@ async fn reports_from_clickhouse_equal_the_store(b: Backend) {
         namespace: Some(NamespacePath::parse("globex").unwrap()),
         ..all.clone()
     };
-    assert!(report::usage(&client, &acme, &cross).await.unwrap().is_empty());
+    assert!(
+        report::usage(&client, &acme, &cross)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
-on_both_backends!(events_arrive_exactly_once, reports_from_clickhouse_equal_the_store);
+on_both_backends!(
+    events_arrive_exactly_once,
+    reports_from_clickhouse_equal_the_store
+);
 
 #[tokio::test]
 async fn lag_counts_every_event_while_clickhouse_is_unreachable() {
@@ -295,7 +311,9 @@ async fn lag_counts_every_event_while_clickhouse_is_unreachable() {
     assert_eq!(stats.errors.load(std::sync::atomic::Ordering::Relaxed), 1);
     let mut metrics = String::new();
     stats.render(&mut metrics);
-    assert!(metrics.contains(&format!("warden_analytics_lag_events{{tenant=\"acme\"}} {n}")));
+    assert!(metrics.contains(&format!(
+        "warden_analytics_lag_events{{tenant=\"acme\"}} {n}"
+    )));
     assert!(metrics.contains("warden_analytics_errors_total 1"));
     assert!(metrics.contains("warden_analytics_last_success_timestamp_seconds 0"));
 }
@@ -307,7 +325,11 @@ async fn retention_drops_whole_partitions_before_the_cutoff() {
     };
     let db = TestDb::new(Backend::Sqlite).await;
     let store = db.open().await;
-    let today = Utc::now().date_naive().and_hms_opt(12, 0, 0).unwrap().and_utc();
+    let today = Utc::now()
+        .date_naive()
+        .and_hms_opt(12, 0, 0)
+        .unwrap()
+        .and_utc();
     let mut batch = Vec::new();
     for days_ago in [0i64, 1, 2, 3] {
         for _ in 0..5 {
@@ -335,10 +357,19 @@ async fn retention_drops_whole_partitions_before_the_cutoff() {
 
     // Keep two days: the partitions of 2 and 3 days ago go; yesterday's stays whole.
     let cutoff = today - Duration::days(2) + Duration::hours(13);
-    let dropped = schema::drop_partitions_before(&client, cutoff).await.unwrap();
+    let dropped = schema::drop_partitions_before(&client, cutoff)
+        .await
+        .unwrap();
     let day = |d: i64| (today - Duration::days(d)).format("%Y%m%d").to_string();
     assert_eq!(dropped, [day(3), day(2)]);
     assert_eq!(counts(&client, "acme").await.0, 10);
     // The system of record keeps its own copy.
-    assert_eq!(store.merkle_head(&TenantId::parse("acme").unwrap()).await.unwrap().size, 20);
+    assert_eq!(
+        store
+            .merkle_head(&TenantId::parse("acme").unwrap())
+            .await
+            .unwrap()
+            .size,
+        20
+    );
 }

@@ -85,10 +85,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/approvals/{id}/approve", post(approvals::approve))
         .route("/api/v1/approvals/{id}/deny", post(approvals::deny))
         // Analytics
-        .route(
-            "/api/v1/reports/usage",
-            get(crate::routes::reports::usage),
-        )
+        .route("/api/v1/reports/usage", get(crate::routes::reports::usage))
         .merge(registry_routes())
         .merge(gateway_routes())
         .fallback(|| async {

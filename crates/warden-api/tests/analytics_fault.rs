@@ -19,8 +19,12 @@ use warden_core::TenantId;
 
 /// A `/metrics` sample without labels, or with exactly `labels`.
 fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' ')?.parse().ok())
+    text.lines().find_map(|l| {
+        l.strip_prefix(name_and_labels)?
+            .strip_prefix(' ')?
+            .parse()
+            .ok()
+    })
 }
 
 async fn scalar(ch: &ClickHouse, sql: &str) -> u64 {
@@ -52,7 +56,12 @@ async fn clickhouse_down_under_load_then_back_every_event_once() {
         .await,
     );
     let mut tokens = Vec::new();
-    for (agent, user) in [("bot", "alice"), ("triage", "bob"), ("bot", "carol"), ("ops", "dave")] {
+    for (agent, user) in [
+        ("bot", "alice"),
+        ("triage", "bob"),
+        ("bot", "carol"),
+        ("ops", "dave"),
+    ] {
         tokens.push(s.agent_token("acme", agent, user, "acme/platform").await);
     }
 
@@ -164,7 +173,10 @@ async fn clickhouse_down_under_load_then_back_every_event_once() {
     );
     assert_eq!(final_count, recorded);
     assert_eq!(unique, recorded);
-    assert_eq!(decisions, answered, "every answered decision is in ClickHouse once");
+    assert_eq!(
+        decisions, answered,
+        "every answered decision is in ClickHouse once"
+    );
     assert_eq!(metric(&m, "warden_analytics_lag_events_overall"), Some(0.0));
 
     match Arc::try_unwrap(s) {

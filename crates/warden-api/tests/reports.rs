@@ -44,14 +44,23 @@ async fn make_decisions(s: &TestServer, tenant: &str) -> usize {
 }
 
 async fn wait_until_fed(s: &TestServer, tenant: &str) {
-    let stats = s.state().analytics.as_ref().expect("analytics").stats.clone();
+    let stats = s
+        .state()
+        .analytics
+        .as_ref()
+        .expect("analytics")
+        .stats
+        .clone();
     for _ in 0..600 {
         if stats.is_current(tenant) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("the feeder did not catch up with {tenant}: lag {:?}", stats.lag(tenant));
+    panic!(
+        "the feeder did not catch up with {tenant}: lag {:?}",
+        stats.lag(tenant)
+    );
 }
 
 fn usage_path(params: &str) -> String {
@@ -77,12 +86,23 @@ async fn the_same_report_from_clickhouse_and_from_the_store() {
     wait_until_fed(&s, "globex").await;
 
     let mut compared = 0;
-    for ns in ["", "&namespace=acme/platform", "&namespace=acme/sales", "&namespace=acme"] {
+    for ns in [
+        "",
+        "&namespace=acme/platform",
+        "&namespace=acme/sales",
+        "&namespace=acme",
+    ] {
         for group_by in ["agent", "tool", "user", "namespace", "outcome"] {
-            let q = format!("group_by={group_by}{ns}&from=2020-01-01T00:00:00Z&to=2100-01-01T00:00:00Z");
-            let (st, store) = s.get(&usage_path(&format!("{q}&source=store")), &auditor).await;
+            let q = format!(
+                "group_by={group_by}{ns}&from=2020-01-01T00:00:00Z&to=2100-01-01T00:00:00Z"
+            );
+            let (st, store) = s
+                .get(&usage_path(&format!("{q}&source=store")), &auditor)
+                .await;
             assert_eq!(st, StatusCode::OK, "{store}");
-            let (st, chv) = s.get(&usage_path(&format!("{q}&source=clickhouse")), &auditor).await;
+            let (st, chv) = s
+                .get(&usage_path(&format!("{q}&source=clickhouse")), &auditor)
+                .await;
             assert_eq!(st, StatusCode::OK, "{chv}");
             assert_eq!(store["source"], "store");
             assert_eq!(chv["source"], "clickhouse");
@@ -97,14 +117,31 @@ async fn the_same_report_from_clickhouse_and_from_the_store() {
     println!("{compared} usage reports equal from ClickHouse and the store");
 
     // The whole tenant, by outcome: every decision counted once; globex's are not in it.
-    let (_, v) = s.get(&usage_path("group_by=outcome&source=clickhouse"), &auditor).await;
-    let total: u64 = v["rows"].as_array().unwrap().iter().map(|r| r["total"].as_u64().unwrap()).sum();
+    let (_, v) = s
+        .get(&usage_path("group_by=outcome&source=clickhouse"), &auditor)
+        .await;
+    let total: u64 = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["total"].as_u64().unwrap())
+        .sum();
     assert_eq!(total, acme as u64);
-    let (_, v) = s.get(&usage_path("group_by=namespace&source=clickhouse"), &auditor).await;
+    let (_, v) = s
+        .get(
+            &usage_path("group_by=namespace&source=clickhouse"),
+            &auditor,
+        )
+        .await;
     for r in v["rows"].as_array().unwrap() {
         assert!(r["key"].as_str().unwrap().starts_with("acme"), "{r}");
     }
-    let keys: Vec<&str> = v["rows"].as_array().unwrap().iter().map(|r| r["key"].as_str().unwrap()).collect();
+    let keys: Vec<&str> = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["key"].as_str().unwrap())
+        .collect();
     assert_eq!(keys, ["acme/platform", "acme/platform/api", "acme/sales"]);
     // By tool: decisions on something else than a tool have no key.
     let (_, v) = s.get(&usage_path("group_by=tool"), &auditor).await;
@@ -113,7 +150,10 @@ async fn the_same_report_from_clickhouse_and_from_the_store() {
 
     // Metrics show the feeder.
     let (_, metrics) = s.get_text("/metrics", None).await;
-    assert!(metrics.contains("warden_analytics_lag_events{tenant=\"acme\"} 0"), "{metrics}");
+    assert!(
+        metrics.contains("warden_analytics_lag_events{tenant=\"acme\"} 0"),
+        "{metrics}"
+    );
     assert!(metrics.contains("warden_analytics_events_fed_total"));
     s.stop().await;
 }
@@ -124,15 +164,24 @@ async fn who_may_read_reports_and_bad_input() {
     make_decisions(&s, "acme").await;
     let admin = s.token("acme", Role::Admin, None, None, None).await;
     let auditor = s.token("acme", Role::Auditor, None, None, None).await;
-    let confined = s.token("acme", Role::Auditor, None, None, Some("acme/platform")).await;
+    let confined = s
+        .token("acme", Role::Auditor, None, None, Some("acme/platform"))
+        .await;
 
     // Without analytics the store answers, and ClickHouse cannot be asked for.
     let (st, v) = s.get(&usage_path("group_by=agent"), &admin).await;
     assert_eq!(st, StatusCode::OK, "{v}");
     assert_eq!(v["source"], "store");
     let rows = v["rows"].as_array().unwrap();
-    assert_eq!(rows.iter().map(|r| r["total"].as_u64().unwrap()).sum::<u64>(), 24);
-    let (st, v) = s.get(&usage_path("group_by=agent&source=clickhouse"), &admin).await;
+    assert_eq!(
+        rows.iter()
+            .map(|r| r["total"].as_u64().unwrap())
+            .sum::<u64>(),
+        24
+    );
+    let (st, v) = s
+        .get(&usage_path("group_by=agent&source=clickhouse"), &admin)
+        .await;
     assert_eq!(st, StatusCode::CONFLICT, "{v}");
 
     // The default window is the last 30 days.
@@ -145,9 +194,17 @@ async fn who_may_read_reports_and_bad_input() {
     let (_, v) = s.get(&usage_path("group_by=namespace"), &confined).await;
     assert_eq!(v["namespace"], "acme/platform");
     for r in v["rows"].as_array().unwrap() {
-        assert!(r["key"].as_str().unwrap().starts_with("acme/platform"), "{r}");
+        assert!(
+            r["key"].as_str().unwrap().starts_with("acme/platform"),
+            "{r}"
+        );
     }
-    let (st, _) = s.get(&usage_path("group_by=agent&namespace=acme/sales"), &confined).await;
+    let (st, _) = s
+        .get(
+            &usage_path("group_by=agent&namespace=acme/sales"),
+            &confined,
+        )
+        .await;
     assert_eq!(st, StatusCode::FORBIDDEN);
 
     for role in [Role::PolicyAdmin, Role::Service, Role::Approver] {
@@ -166,14 +223,23 @@ async fn who_may_read_reports_and_bad_input() {
         ("group_by=server", StatusCode::BAD_REQUEST),
         ("group_by=agent&source=elsewhere", StatusCode::BAD_REQUEST),
         ("group_by=agent&from=yesterday", StatusCode::BAD_REQUEST),
-        ("group_by=agent&from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z", StatusCode::BAD_REQUEST),
+        (
+            "group_by=agent&from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z",
+            StatusCode::BAD_REQUEST,
+        ),
         ("group_by=agent&limit=5", StatusCode::BAD_REQUEST),
-        ("group_by=agent&namespace=Not%20A%20Namespace", StatusCode::BAD_REQUEST),
+        (
+            "group_by=agent&namespace=Not%20A%20Namespace",
+            StatusCode::BAD_REQUEST,
+        ),
         ("group_by=agent&namespace=globex", StatusCode::NOT_FOUND),
     ] {
         let (st, v) = s.get(&usage_path(q), &auditor).await;
         assert_eq!(st, want, "{q}: {v}");
-        assert!(v["detail"].as_str().is_some_and(|d| !d.is_empty()), "{q}: {v}");
+        assert!(
+            v["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{q}: {v}"
+        );
     }
     s.stop().await;
 }
