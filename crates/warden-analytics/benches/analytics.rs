@@ -99,7 +99,8 @@ fn decision(i: usize) -> AuditEvent {
 async fn feed(ch: &TestClickHouse) {
     let n = env_usize("WARDEN_BENCH_FEED_EVENTS", 300_000);
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("warden.db")).await.unwrap());
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(&dir.path().join("warden.db")).await.unwrap());
     let started = Instant::now();
     let mut i = 0;
     while i < n {
@@ -113,6 +114,29 @@ async fn feed(ch: &TestClickHouse) {
         store.append_events(&batch).await.unwrap();
     }
     eprintln!("feed: {n} events recorded in SQLite in {:.1?}", started.elapsed());
+
+    // The store side alone: read every event in log order and encode it as a row.
+    let tenant = TenantId::parse("acme").unwrap();
+    let started = Instant::now();
+    let (mut at, mut bytes, mut read_time) = (0u64, 0usize, Duration::ZERO);
+    loop {
+        let t = Instant::now();
+        let page = store.events_in_order(&tenant, at, 20_000).await.unwrap();
+        read_time += t.elapsed();
+        let Some(last) = page.last() else { break };
+        at = last.seq + 1;
+        let mut body = Vec::new();
+        for e in &page {
+            warden_analytics::row::encode(e, &mut body);
+        }
+        bytes += body.len();
+    }
+    let took = started.elapsed();
+    println!(
+        "feed: the store side alone (read in log order + encode {} MB of rows): {took:.2?}, of which reading {read_time:.2?}: {:.0} events/s",
+        bytes / 1_000_000,
+        n as f64 / took.as_secs_f64()
+    );
 
     let mut feeder = Feeder::new(store.clone(), ch.config()).unwrap();
     let started = Instant::now();
