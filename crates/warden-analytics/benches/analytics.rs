@@ -32,8 +32,8 @@ use warden_analytics::client::as_u64;
 use warden_analytics::testing::TestClickHouse;
 use warden_analytics::{Feeder, report, schema};
 use warden_core::{
-    Actor, AuditEvent, DecisionSummary, EntityRef, NamespacePath, Outcome, PolicyRef,
-    ResourceRef, TenantId,
+    Actor, AuditEvent, DecisionSummary, EntityRef, NamespacePath, Outcome, PolicyRef, ResourceRef,
+    TenantId,
 };
 use warden_store::usage::{UsageGroupBy, UsageQuery};
 use warden_store::{NewEvent, SqliteStore, Store};
@@ -99,8 +99,11 @@ fn decision(i: usize) -> AuditEvent {
 async fn feed(ch: &TestClickHouse) {
     let n = env_usize("WARDEN_BENCH_FEED_EVENTS", 300_000);
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(&dir.path().join("warden.db")).await.unwrap());
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&dir.path().join("warden.db"))
+            .await
+            .unwrap(),
+    );
     let started = Instant::now();
     let mut i = 0;
     while i < n {
@@ -113,7 +116,10 @@ async fn feed(ch: &TestClickHouse) {
         i += batch.len();
         store.append_events(&batch).await.unwrap();
     }
-    eprintln!("feed: {n} events recorded in SQLite in {:.1?}", started.elapsed());
+    eprintln!(
+        "feed: {n} events recorded in SQLite in {:.1?}",
+        started.elapsed()
+    );
 
     // The store side alone: read every event in log order and encode it as a row.
     let tenant = TenantId::parse("acme").unwrap();
@@ -195,10 +201,16 @@ async fn report_clickhouse(ch: &TestClickHouse, n: usize) {
         ))
         .await
         .unwrap();
-    eprintln!("report: {n} events generated in ClickHouse in {:.1?}", started.elapsed());
+    eprintln!(
+        "report: {n} events generated in ClickHouse in {:.1?}",
+        started.elapsed()
+    );
     let tenant = TenantId::parse("acme").unwrap();
     let (from, to) = thirty_days();
-    for (label, ns) in [("whole tenant", None), ("namespace acme/team7", Some("acme/team7"))] {
+    for (label, ns) in [
+        ("whole tenant", None),
+        ("namespace acme/team7", Some("acme/team7")),
+    ] {
         let q = UsageQuery {
             from,
             to,
@@ -219,7 +231,10 @@ async fn report_clickhouse(ch: &TestClickHouse, n: usize) {
         );
     }
     let rows = client
-        .rows(&format!("SELECT count() FROM {} FINAL", client.table(schema::TABLE)))
+        .rows(&format!(
+            "SELECT count() FROM {} FINAL",
+            client.table(schema::TABLE)
+        ))
         .await
         .unwrap();
     assert_eq!(as_u64(&rows[0][0]), Some(n as u64));
@@ -238,7 +253,9 @@ async fn report_postgres(n: usize) {
     let options = sqlx::postgres::PgConnectOptions::from_str(&admin)
         .unwrap()
         .database(&name);
-    let store = PgStore::connect_with(options, Schema::Migrate, 4).await.unwrap();
+    let store = PgStore::connect_with(options, Schema::Migrate, 4)
+        .await
+        .unwrap();
     let now_us = Utc::now().timestamp_micros();
     let started = Instant::now();
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
@@ -254,7 +271,10 @@ async fn report_postgres(n: usize) {
     .execute(store.pool())
     .await
     .unwrap();
-    eprintln!("report: {n} events generated in PostgreSQL in {:.1?}", started.elapsed());
+    eprintln!(
+        "report: {n} events generated in PostgreSQL in {:.1?}",
+        started.elapsed()
+    );
     let tenant = TenantId::parse("acme").unwrap();
     let (from, to) = thirty_days();
     let q = UsageQuery {
@@ -294,14 +314,19 @@ fn main() {
     rt.block_on(async {
         let n = env_usize("WARDEN_BENCH_REPORT_EVENTS", 10_000_000);
         if runs("feed") {
-            let ch = TestClickHouse::new().await.expect("ClickHouse for the benchmark");
+            let ch = TestClickHouse::new()
+                .await
+                .expect("ClickHouse for the benchmark");
             feed(&ch).await;
         }
         if runs("report/clickhouse") {
-            let ch = TestClickHouse::new().await.expect("ClickHouse for the benchmark");
+            let ch = TestClickHouse::new()
+                .await
+                .expect("ClickHouse for the benchmark");
             report_clickhouse(&ch, n).await;
         }
-        if runs("report/postgres") && std::env::var("WARDEN_BENCH_POSTGRES").is_ok_and(|v| v == "1") {
+        if runs("report/postgres") && std::env::var("WARDEN_BENCH_POSTGRES").is_ok_and(|v| v == "1")
+        {
             report_postgres(n).await;
         }
     });
