@@ -261,7 +261,7 @@ async fn report_postgres(n: usize) {
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "INSERT INTO audit_events (tenant, seq, id, time_us, namespace, event_type, principal, agent, \
            on_behalf_of, session, action, resource_type, resource_id, outcome, header, payload, leaf_hash) \
-         SELECT 'acme', g, md5(g::text), {now_us} - (g::bigint * 7776000000000 / {n}), \
+         SELECT 'acme', g, md5(g::text), {now_us} - (g::bigint * 7776000 / {n}) * 1000000, \
            'acme/team' || (g % 20), 'authz.decision', 'Agent::\"agent-' || (g % 100) || '\"', \
            'agent-' || (g % 100), 'user-' || (g % 1000), 's-' || (g % 5000), 'call_tool', 'Tool', \
            'server' || (g % 10) || '__tool' || (g % 50), \
