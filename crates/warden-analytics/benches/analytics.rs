@@ -127,13 +127,13 @@ async fn feed(ch: &TestClickHouse) {
     let (mut at, mut bytes, mut read_time) = (0u64, 0usize, Duration::ZERO);
     loop {
         let t = Instant::now();
-        let page = store.events_in_order(&tenant, at, 20_000).await.unwrap();
+        let page = store.outbox_rows(&tenant, at, 20_000).await.unwrap();
         read_time += t.elapsed();
         let Some(last) = page.last() else { break };
         at = last.seq + 1;
         let mut body = Vec::new();
         for e in &page {
-            warden_analytics::row::encode(e, &mut body);
+            warden_analytics::row::encode("acme", e, &mut body).unwrap();
         }
         bytes += body.len();
     }

@@ -384,13 +384,14 @@ async fn collect(
         let mut at = start;
         while at < head && events < limit {
             let want = (limit - events).min((head - at) as usize) as u32;
-            let page = store.events_in_order(tenant, at, want).await?;
+            let page = store.outbox_rows(tenant, at, want).await?;
             let Some(last) = page.last() else { break };
             at = last.seq + 1;
             events += page.len();
-            body.reserve(page.len() * 512);
+            body.reserve(page.len() * 768);
             for e in &page {
-                crate::row::encode(e, &mut body);
+                crate::row::encode(tenant.as_str(), e, &mut body)
+                    .map_err(warden_core::Error::internal)?;
             }
         }
         if at != start {

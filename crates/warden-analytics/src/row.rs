@@ -1,7 +1,9 @@
 //! One audit event as a row of the analytics table (`JSONEachRow`).
 
-use serde::Serialize;
-use warden_store::StoredEvent;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+use warden_store::outbox::OutboxRow;
 
 /// The separator between server and tool in the tool names the gateway decides on
 /// (`<server>__<tool>`).
@@ -47,17 +49,42 @@ pub fn server_of(tool: &str) -> &str {
         .unwrap_or_default()
 }
 
-/// Appends `e` as one `JSONEachRow` line. Missing values are empty strings (the report shows
-/// them as `null`), so that columns need not be `Nullable`.
-pub fn encode(e: &StoredEvent, out: &mut Vec<u8>) {
+/// What a row needs from the header beyond the query columns; the rest of it is skipped
+/// unparsed.
+#[derive(Deserialize)]
+struct HeaderPart<'a> {
+    #[serde(borrow)]
+    source: Cow<'a, str>,
+    #[serde(default, borrow)]
+    decision: Option<DecisionPart<'a>>,
+}
+
+#[derive(Deserialize)]
+struct DecisionPart<'a> {
+    #[serde(default, borrow)]
+    policies: Vec<PolicyPart<'a>>,
+}
+
+#[derive(Deserialize)]
+struct PolicyPart<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+}
+
+/// Appends `e` of `tenant` as one `JSONEachRow` line. Missing values are empty strings (the
+/// report shows them as `null`), so that columns need not be `Nullable`.
+pub fn encode(tenant: &str, e: &OutboxRow, out: &mut Vec<u8>) -> Result<(), String> {
     let c = &e.columns;
-    let h = &e.event.header;
+    let h: HeaderPart = serde_json::from_str(&e.header)
+        .map_err(|err| format!("stored header of event {} does not parse: {err}", c.id))?;
     let tool = tool_of(c.resource_type.as_deref(), c.resource_id.as_deref());
+    let time = chrono::DateTime::from_timestamp_micros(c.time_micros)
+        .ok_or_else(|| format!("event {} has a time out of range", c.id))?;
     let row = Row {
-        tenant: &h.tenant,
+        tenant,
         seq: e.seq,
         id: c.id.to_string(),
-        time: h.time.format("%Y-%m-%d %H:%M:%S").to_string(),
+        time: time.format("%Y-%m-%d %H:%M:%S").to_string(),
         time_us: c.time_micros,
         namespace: &c.namespace,
         event_type: &c.event_type,
@@ -75,13 +102,14 @@ pub fn encode(e: &StoredEvent, out: &mut Vec<u8>) {
         policies: h
             .decision
             .as_ref()
-            .map(|d| d.policies.iter().map(|p| p.id.as_str()).collect())
+            .map(|d| d.policies.iter().map(|p| p.id.as_ref()).collect())
             .unwrap_or_default(),
         // A payload purged by retention in the system of record before it was fed is empty.
-        payload: e.payload_json.as_deref().unwrap_or_default(),
+        payload: e.payload.as_deref().unwrap_or_default(),
     };
     serde_json::to_writer(&mut *out, &row).expect("a row serializes");
     out.push(b'\n');
+    Ok(())
 }
 
 #[cfg(test)]

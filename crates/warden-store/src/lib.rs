@@ -13,6 +13,7 @@
 pub mod checkpointer;
 pub mod database;
 pub mod model;
+pub mod outbox;
 pub mod pipeline;
 pub mod postgres;
 pub mod recorded;
@@ -231,6 +232,16 @@ pub trait Store: Send + Sync + 'static {
         tenant: &TenantId,
         query: &usage::UsageQuery,
     ) -> Result<Vec<usage::UsageRow>>;
+    /// The tenant's events in log order from `from_seq`, at most `limit`, unparsed (see
+    /// [`outbox`]): what the analytics feeder copies.
+    async fn outbox_rows(
+        &self,
+        tenant: &TenantId,
+        from_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<outbox::OutboxRow>> {
+        outbox::by_events(self, tenant, from_seq, limit).await
+    }
 }
 
 /// Convenience for callers that record one event outside the pipeline (the CLI).

@@ -36,6 +36,7 @@ use crate::{STORED_NODE_MIN_LEVEL, Store};
 mod partitions;
 mod policies;
 mod registry;
+mod outbox;
 mod usage;
 
 pub use partitions::{PARTITION_MONTHS_AHEAD, PARTITION_REFRESH};
@@ -889,6 +890,14 @@ impl Store for PgStore {
         query: &crate::usage::UsageQuery,
     ) -> Result<Vec<crate::usage::UsageRow>> {
         usage::report(self, tenant, query).await
+    }
+    async fn outbox_rows(
+        &self,
+        tenant: &TenantId,
+        from_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<crate::outbox::OutboxRow>> {
+        outbox::rows(self, tenant, from_seq, limit).await
     }
 }
 

@@ -31,6 +31,7 @@ use crate::{STORED_NODE_MIN_LEVEL, Store};
 
 mod recorded;
 mod registry;
+mod outbox;
 mod usage;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -1076,6 +1077,14 @@ impl Store for SqliteStore {
         query: &crate::usage::UsageQuery,
     ) -> Result<Vec<crate::usage::UsageRow>> {
         usage::report(self, tenant, query).await
+    }
+    async fn outbox_rows(
+        &self,
+        tenant: &TenantId,
+        from_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<crate::outbox::OutboxRow>> {
+        outbox::rows(self, tenant, from_seq, limit).await
     }
 }
 
