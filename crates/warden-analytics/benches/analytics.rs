@@ -226,7 +226,7 @@ async fn report_clickhouse(ch: &TestClickHouse, n: usize) {
             counted = rows.iter().map(|r| r.total).sum::<u64>();
         }
         println!(
-            "report/clickhouse: 30-day usage by agent ({label}) over {n} events ({counted} in the window): median {:.0?} (FINAL)",
+            "report/clickhouse: 30-day usage by agent ({label}) over {n} events ({counted} in the window): median {:.2?} (FINAL)",
             median(times)
         );
     }
@@ -292,7 +292,7 @@ async fn report_postgres(n: usize) {
         counted = rows.iter().map(|r| r.total).sum::<u64>();
     }
     println!(
-        "report/postgres: 30-day usage by agent (whole tenant) over {n} events ({counted} in the window): median {:.0?}",
+        "report/postgres: 30-day usage by agent (whole tenant) over {n} events ({counted} in the window): median {:.2?}",
         median(times)
     );
     drop(store);
