@@ -18,7 +18,11 @@ async fn outbox_rows_match_the_log(b: Backend) {
         .map(|i| NewEvent {
             event: AuditEvent::new(
                 if i % 3 == 0 { "globex" } else { "acme" },
-                if i % 3 == 0 { "globex" } else { "acme/platform" },
+                if i % 3 == 0 {
+                    "globex"
+                } else {
+                    "acme/platform"
+                },
                 "authz.decision",
                 "warden.api",
                 Actor {

@@ -33,10 +33,10 @@ use crate::registry::{
 };
 use crate::{STORED_NODE_MIN_LEVEL, Store};
 
+mod outbox;
 mod partitions;
 mod policies;
 mod registry;
-mod outbox;
 mod usage;
 
 pub use partitions::{PARTITION_MONTHS_AHEAD, PARTITION_REFRESH};

@@ -29,9 +29,9 @@ use crate::registry::{
 };
 use crate::{STORED_NODE_MIN_LEVEL, Store};
 
+mod outbox;
 mod recorded;
 mod registry;
-mod outbox;
 mod usage;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
