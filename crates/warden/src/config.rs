@@ -189,3 +189,67 @@ impl ServeArgs {
         Ok((c, self.checkpoint_key.or(file.checkpoint_key)))
     }
 }
+
+// Analytics
+#[cfg(test)]
+mod analytics_tests {
+    use super::*;
+
+    fn analytics(toml_text: &str) -> anyhow::Result<warden_analytics::AnalyticsConfig> {
+        let file: FileConfig = toml::from_str(toml_text)?;
+        file.analytics.expect("[analytics]").resolve()
+    }
+
+    #[test]
+    fn analytics_section_reads_every_setting() {
+        let c = analytics(
+            r#"
+            [analytics]
+            clickhouse_url = "http://127.0.0.1:8123"
+            database = "audit"
+            partition = "day"
+            batch = 5000
+            interval = "5s"
+            user = "warden"
+            password = "env:CLICKHOUSE_PASSWORD"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.database, "audit");
+        assert_eq!(c.partition, warden_analytics::Partition::Day);
+        assert_eq!(c.batch, 5000);
+        assert_eq!(c.interval, Duration::from_secs(5));
+        assert_eq!(c.user.as_deref(), Some("warden"));
+        let defaults = analytics("[analytics]\nclickhouse_url = \"http://ch:8123\"").unwrap();
+        assert_eq!(defaults.database, "warden");
+        assert_eq!(defaults.partition, warden_analytics::Partition::Month);
+    }
+
+    #[test]
+    fn analytics_section_refuses_bad_settings() {
+        for (bad, why) in [
+            (
+                "clickhouse_url = \"http://ch:8123\"\npassword = \"hunter2\"",
+                "secret",
+            ),
+            (
+                "clickhouse_url = \"http://ch:8123\"\npartition = \"week\"",
+                "partition",
+            ),
+            ("clickhouse_url = \"ftp://ch\"", "http"),
+            ("clickhouse_url = \"http://u:p@ch:8123\"", "credentials"),
+            (
+                "clickhouse_url = \"http://ch:8123\"\ndatabase = \"a;b\"",
+                "identifier",
+            ),
+            ("clickhouse_url = \"http://ch:8123\"\nbatch = 0", "batch"),
+            (
+                "clickhouse_url = \"http://ch:8123\"\nretention = 3",
+                "unknown field",
+            ),
+        ] {
+            let err = analytics(&format!("[analytics]\n{bad}")).unwrap_err();
+            assert!(format!("{err:#}").contains(why), "{bad}: {err:#}");
+        }
+    }
+}
