@@ -301,8 +301,15 @@ impl Feeder {
     /// failure, keeping the batch that failed to send it first next time.
     pub async fn pass(&mut self) -> Result<u64, FeedError> {
         let result = self.try_pass().await;
-        if result.is_err() {
+        if let Err(e) = &result {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            // A ClickHouse that lost the table or the database (a new, empty server) gets them
+            // again before the batch is retried (codes 60 and 81: unknown table, database).
+            if let FeedError::ClickHouse(ClickHouseError::Refused { message, .. }) = e
+                && (message.starts_with("Code: 60,") || message.starts_with("Code: 81,"))
+            {
+                let _ = schema::create(&self.ch, self.config.partition).await;
+            }
             // The lag keeps growing while ClickHouse is away; show it.
             let _ = self.heads().await;
         }

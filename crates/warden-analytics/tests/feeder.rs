@@ -373,3 +373,30 @@ async fn retention_drops_whole_partitions_before_the_cutoff() {
         20
     );
 }
+
+#[tokio::test]
+async fn a_lost_table_is_created_again_and_the_batch_sent_again() {
+    let Some(ch) = TestClickHouse::new().await else {
+        return;
+    };
+    let db = TestDb::new(Backend::Sqlite).await;
+    let store = db.open().await;
+    let now = Utc::now();
+    let first = record(store.as_ref(), "acme", 30, now).await as u64;
+    let mut feeder = Feeder::new(store.clone(), ch.config()).unwrap();
+    assert_eq!(feeder.pass().await.unwrap(), first);
+    let client = ch.client();
+    client
+        .execute(&format!("DROP TABLE {}", client.table(schema::TABLE)))
+        .await
+        .unwrap();
+    let more = record(store.as_ref(), "acme", 10, now).await as u64;
+    assert!(feeder.pass().await.is_err(), "the table is gone");
+    assert_eq!(feeder.stats().lag("acme"), Some(more));
+    assert_eq!(
+        feeder.pass().await.unwrap(),
+        more,
+        "the same batch, into a new table"
+    );
+    assert_eq!(counts(&client, "acme").await, (more, more, more));
+}
