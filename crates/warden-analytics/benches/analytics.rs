@@ -5,6 +5,8 @@
 //!   (default 300,000, built like the decision API builds them, payload of about 400 bytes)
 //!   before the clock starts; then a feeder copies them all into an empty table (batches of
 //!   20,000, the default). Events per second from the first read to the last insert.
+//!   With `WARDEN_BENCH_FEED_STORE=postgres` the store is a fresh PostgreSQL database
+//!   (`WARDEN_TEST_POSTGRES_URL`) instead.
 //! - `report/clickhouse`: the 30-day usage report (`group_by=agent`, whole tenant, and a
 //!   namespace subtree) over `WARDEN_BENCH_REPORT_EVENTS` events (default 10,000,000) spread
 //!   over 90 days, generated inside ClickHouse with `INSERT … SELECT … FROM numbers(N)`; read
@@ -99,11 +101,18 @@ fn decision(i: usize) -> AuditEvent {
 async fn feed(ch: &TestClickHouse) {
     let n = env_usize("WARDEN_BENCH_FEED_EVENTS", 300_000);
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&dir.path().join("warden.db"))
+    // `WARDEN_BENCH_FEED_STORE=postgres`: feed from a fresh PostgreSQL database instead.
+    let pg = std::env::var("WARDEN_BENCH_FEED_STORE").is_ok_and(|v| v == "postgres");
+    let kind = if pg { "PostgreSQL" } else { "SQLite" };
+    let (store, pg_db): (Arc<dyn Store>, Option<String>) = if pg {
+        let (store, name) = pg_store().await;
+        (Arc::new(store), Some(name))
+    } else {
+        let store = SqliteStore::open(&dir.path().join("warden.db"))
             .await
-            .unwrap(),
-    );
+            .unwrap();
+        (Arc::new(store), None)
+    };
     let started = Instant::now();
     let mut i = 0;
     while i < n {
@@ -117,7 +126,7 @@ async fn feed(ch: &TestClickHouse) {
         store.append_events(&batch).await.unwrap();
     }
     eprintln!(
-        "feed: {n} events recorded in SQLite in {:.1?}",
+        "feed: {n} events recorded in {kind} in {:.1?}",
         started.elapsed()
     );
 
@@ -157,9 +166,13 @@ async fn feed(ch: &TestClickHouse) {
     let took = started.elapsed();
     assert_eq!(fed, n as u64);
     println!(
-        "feed: {n} events store (SQLite) -> ClickHouse in {took:.2?}: {:.0} events/s",
+        "feed: {n} events store ({kind}) -> ClickHouse in {took:.2?}: {:.0} events/s",
         n as f64 / took.as_secs_f64()
     );
+    drop(store);
+    if let Some(name) = pg_db {
+        drop_pg(&name).await;
+    }
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -238,6 +251,39 @@ async fn report_clickhouse(ch: &TestClickHouse, n: usize) {
         .await
         .unwrap();
     assert_eq!(as_u64(&rows[0][0]), Some(n as u64));
+}
+
+fn pg_admin() -> String {
+    std::env::var("WARDEN_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A fresh, migrated PostgreSQL database for one benchmark, and its name.
+async fn pg_store() -> (warden_store::postgres::PgStore, String) {
+    use warden_store::postgres::{PgStore, Schema};
+    let admin = pg_admin();
+    let name = format!("warden_bench_{}", uuid::Uuid::now_v7().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let options = sqlx::postgres::PgConnectOptions::from_str(&admin)
+        .unwrap()
+        .database(&name);
+    let store = PgStore::connect_with(options, Schema::Migrate, 4)
+        .await
+        .unwrap();
+    (store, name)
+}
+
+async fn drop_pg(name: &str) {
+    let mut conn = sqlx::PgConnection::connect(&pg_admin()).await.unwrap();
+    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut conn)
+    .await;
 }
 
 async fn report_postgres(n: usize) {
