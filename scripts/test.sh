@@ -31,6 +31,13 @@ if ! postgres_ready; then
     exit 1
 fi
 
+# Analytics
+echo "== ClickHouse (the analytics tests feed and query it; installed and started if missing)"
+if [ -z "${WARDEN_TEST_CLICKHOUSE_URL:-}" ]; then
+    ./scripts/clickhouse.sh
+    export WARDEN_TEST_CLICKHOUSE_URL=http://127.0.0.1:18123
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -7,6 +7,7 @@
 //! parsing and error rendering live in extractors ([`extract`]) and one error type
 //! ([`problem::Problem`]).
 
+pub mod analytics;
 pub mod approvals;
 pub mod bundles;
 pub mod discovery;

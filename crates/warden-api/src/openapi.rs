@@ -51,6 +51,8 @@ impl Modify for BearerAuth {
         gateway::session, gateway::registry, gateway::decide, gateway::record,
         gateway::open_approval, gateway::consume_approval, gateway::get_approval,
         gateway::expire_approval, gateway::answer_approval,
+        // Analytics
+        crate::routes::reports::usage,
         serve,
         // Retention
         crate::routes::retention::list_rules, crate::routes::retention::put_rule,
@@ -73,6 +75,7 @@ impl Modify for BearerAuth {
         (name = "operations", description = "Health, readiness, metrics"),
         (name = "retention", description = "How long payloads and headers are kept per namespace subtree, legal holds, and running retention now"),
         (name = "destinations", description = "Stream destinations of the audit log (webhook, Splunk HEC, rotating file): settings, delivery state, replay of dead letters"),
+        (name = "reports", description = "Usage reports over recorded decisions, from ClickHouse when configured, the system of record otherwise"),
     )
 )]
 pub struct ApiDoc;

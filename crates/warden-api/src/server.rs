@@ -104,6 +104,8 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/legal-holds/{id}/release",
             post(retention::release_hold),
         )
+        // Analytics
+        .route("/api/v1/reports/usage", get(crate::routes::reports::usage))
         .merge(registry_routes())
         // Delivery to stream destinations
         .route(
@@ -298,6 +300,15 @@ pub async fn build_state(
         store.clone(),
         config.delivery.clone(),
     ));
+    // Analytics: the settings are checked now; ClickHouse itself may be down (the feeder
+    // retries, decisions never wait on it).
+    let analytics = match &config.analytics {
+        Some(a) => Some(
+            crate::analytics::Analytics::new(store.clone(), a.clone())
+                .map_err(|e| anyhow::anyhow!("[analytics]: {e}"))?,
+        ),
+        None => None,
+    };
     let state = Arc::new(Inner {
         config,
         store,
@@ -312,6 +323,7 @@ pub async fn build_state(
         started: Instant::now(),
         gateway: std::sync::OnceLock::new(),
         delivery,
+        analytics,
     });
     let governor = Arc::new(crate::gateway::ServerGovernor::new(&state));
     let gateway = warden_gateway::Gateway::start(gateway_config, governor);
@@ -369,9 +381,14 @@ async fn run(state: AppState, listener: TcpListener, shutdown: Arc<Notify>) -> a
     let watcher = tokio::spawn(watch_policies(state.clone(), stop_rx.clone()));
     // Retention
     let retention = tokio::spawn(crate::retention_job::run(state.clone(), stop_rx.clone()));
-    let registry = tokio::spawn(refresh_registry(state.clone(), stop_rx.clone()));
     // Delivery to stream destinations
-    let delivery = tokio::spawn(state.delivery.clone().run(stop_rx));
+    let delivery = tokio::spawn(state.delivery.clone().run(stop_rx.clone()));
+    // Analytics
+    let feeder = state
+        .analytics
+        .as_ref()
+        .and_then(|a| a.spawn_feeder(stop_rx.clone()));
+    let registry = tokio::spawn(refresh_registry(state.clone(), stop_rx));
 
     let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     // Answers (SSE above all) go out in several writes; without TCP_NODELAY the last one
@@ -395,6 +412,11 @@ async fn run(state: AppState, listener: TcpListener, shutdown: Arc<Notify>) -> a
     let _ = registry.await;
     let _ = retention.await;
     let _ = delivery.await;
+    // The feeder is not waited for: what it has not copied yet stays in the audit log, where
+    // the next start resumes.
+    if let Some(f) = feeder {
+        f.abort();
+    }
     if let Err(e) = checkpointer::checkpoint_all(state.store.as_ref(), &state.signer).await {
         tracing::warn!(error = %e, "final checkpoint failed");
     }

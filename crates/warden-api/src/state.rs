@@ -48,6 +48,10 @@ pub struct ServerConfig {
     pub delivery: warden_delivery::DeliveryConfig,
     /// `[[destinations]]` of the configuration file: (tenant, settings).
     pub destinations: Vec<(warden_core::TenantId, warden_delivery::DestinationSpec)>,
+    // Analytics
+    /// The ClickHouse copy of the audit trail (`[analytics]`); `None`: reports read the
+    /// system of record.
+    pub analytics: Option<warden_analytics::AnalyticsConfig>,
 }
 
 impl ServerConfig {
@@ -67,6 +71,7 @@ impl ServerConfig {
             retention: Default::default(),
             delivery: warden_delivery::DeliveryConfig::default(),
             destinations: Vec::new(),
+            analytics: None,
         }
     }
 }
@@ -122,6 +127,9 @@ pub struct Inner {
     pub gateway: std::sync::OnceLock<Arc<warden_gateway::Gateway>>,
     // Delivery to stream destinations
     pub delivery: Arc<warden_delivery::Engine>,
+    // Analytics
+    /// The ClickHouse feeder and reports, when `[analytics]` is configured.
+    pub analytics: Option<crate::analytics::Analytics>,
 }
 
 pub type AppState = Arc<Inner>;

@@ -14,11 +14,13 @@ pub mod checkpointer;
 pub mod database;
 pub mod delivery;
 pub mod model;
+pub mod outbox;
 pub mod pipeline;
 pub mod postgres;
 pub mod recorded;
 pub mod registry;
 pub mod sqlite;
+pub mod usage;
 // Retention
 pub mod retention;
 
@@ -339,6 +341,26 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<DeadLetter>>;
     async fn remove_dead_letters(&self, tenant: &TenantId, name: &str, seqs: &[u64])
     -> Result<u64>;
+
+    // --- analytics ----------------------------------------------------------------------
+    /// Decisions (events with an outcome) of the tenant in `[from, to)`, in the namespace
+    /// subtree if given, counted by outcome per group (see [`usage`]). Exact: the system of
+    /// record holds each event once.
+    async fn usage_report(
+        &self,
+        tenant: &TenantId,
+        query: &usage::UsageQuery,
+    ) -> Result<Vec<usage::UsageRow>>;
+    /// The tenant's events in log order from `from_seq`, at most `limit`, unparsed (see
+    /// [`outbox`]): what the analytics feeder copies.
+    async fn outbox_rows(
+        &self,
+        tenant: &TenantId,
+        from_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<outbox::OutboxRow>> {
+        outbox::by_events(self, tenant, from_seq, limit).await
+    }
 }
 
 /// Convenience for callers that record one event outside the pipeline (the CLI).

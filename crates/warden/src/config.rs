@@ -64,6 +64,9 @@ struct FileConfig {
     checkpoint_interval: Option<String>,
     /// The MCP gateway: `[gateway]` settings and `[[gateway.upstream]]` servers.
     gateway: Option<warden_gateway::GatewayConfig>,
+    // Analytics
+    /// `[analytics]`: the ClickHouse copy of the audit trail.
+    analytics: Option<AnalyticsFile>,
     // Retention
     /// `[retention]`: the scheduled retention run.
     retention: Option<RetentionFile>,
@@ -72,6 +75,48 @@ struct FileConfig {
     delivery: Option<DeliveryFile>,
     /// `[[destinations]]`: each a destination's settings plus its `tenant`.
     destinations: Option<Vec<toml::Table>>,
+}
+
+// Analytics
+/// `[analytics]` in the config file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnalyticsFile {
+    /// ClickHouse's HTTP interface, e.g. `http://127.0.0.1:8123`.
+    clickhouse_url: String,
+    /// [default: warden]
+    database: Option<String>,
+    /// `month` (default) or `day`: the table's partitions, and so retention's granularity.
+    partition: Option<String>,
+    /// Most events per insert [default: 20000].
+    batch: Option<usize>,
+    /// How often to look for new events once caught up, e.g. `1s` [default: 1s].
+    interval: Option<String>,
+    user: Option<String>,
+    /// A reference to the password (`env:NAME` or `file:/path`), never the password.
+    password: Option<warden_registry::model::SecretRef>,
+}
+
+impl AnalyticsFile {
+    fn resolve(self) -> anyhow::Result<warden_analytics::AnalyticsConfig> {
+        let mut c = warden_analytics::AnalyticsConfig::new(self.clickhouse_url);
+        if let Some(d) = self.database {
+            c.database = d;
+        }
+        if let Some(p) = self.partition {
+            c.partition = warden_analytics::Partition::parse(&p).map_err(anyhow::Error::msg)?;
+        }
+        if let Some(b) = self.batch {
+            c.batch = b;
+        }
+        if let Some(i) = self.interval {
+            c.interval = crate::duration::parse(&i).map_err(anyhow::Error::msg)?;
+        }
+        c.user = self.user;
+        c.password = self.password;
+        c.validate().map_err(anyhow::Error::msg)?;
+        Ok(c)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -210,6 +255,12 @@ impl ServeArgs {
             }
             c.destinations.push((tenant, spec));
         }
+        if let Some(a) = file.analytics {
+            c.analytics = Some(
+                a.resolve()
+                    .context("[analytics] in the config file is not valid")?,
+            );
+        }
         c.policy_poll = Duration::from_secs(1);
         Ok((c, self.checkpoint_key.or(file.checkpoint_key)))
     }
@@ -223,5 +274,69 @@ fn delivery_duration(s: &str) -> Result<Duration, String> {
             _ => Err(format!("{s:?} is not a duration like 250ms or 2s")),
         },
         None => crate::duration::parse(s),
+    }
+}
+
+// Analytics
+#[cfg(test)]
+mod analytics_tests {
+    use super::*;
+
+    fn analytics(toml_text: &str) -> anyhow::Result<warden_analytics::AnalyticsConfig> {
+        let file: FileConfig = toml::from_str(toml_text)?;
+        file.analytics.expect("[analytics]").resolve()
+    }
+
+    #[test]
+    fn analytics_section_reads_every_setting() {
+        let c = analytics(
+            r#"
+            [analytics]
+            clickhouse_url = "http://127.0.0.1:8123"
+            database = "audit"
+            partition = "day"
+            batch = 5000
+            interval = "5s"
+            user = "warden"
+            password = "env:CLICKHOUSE_PASSWORD"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.database, "audit");
+        assert_eq!(c.partition, warden_analytics::Partition::Day);
+        assert_eq!(c.batch, 5000);
+        assert_eq!(c.interval, Duration::from_secs(5));
+        assert_eq!(c.user.as_deref(), Some("warden"));
+        let defaults = analytics("[analytics]\nclickhouse_url = \"http://ch:8123\"").unwrap();
+        assert_eq!(defaults.database, "warden");
+        assert_eq!(defaults.partition, warden_analytics::Partition::Month);
+    }
+
+    #[test]
+    fn analytics_section_refuses_bad_settings() {
+        for (bad, why) in [
+            (
+                "clickhouse_url = \"http://ch:8123\"\npassword = \"hunter2\"",
+                "secret",
+            ),
+            (
+                "clickhouse_url = \"http://ch:8123\"\npartition = \"week\"",
+                "partition",
+            ),
+            ("clickhouse_url = \"ftp://ch\"", "http"),
+            ("clickhouse_url = \"http://u:p@ch:8123\"", "credentials"),
+            (
+                "clickhouse_url = \"http://ch:8123\"\ndatabase = \"a;b\"",
+                "identifier",
+            ),
+            ("clickhouse_url = \"http://ch:8123\"\nbatch = 0", "batch"),
+            (
+                "clickhouse_url = \"http://ch:8123\"\nretention = 3",
+                "unknown field",
+            ),
+        ] {
+            let err = analytics(&format!("[analytics]\n{bad}")).unwrap_err();
+            assert!(format!("{err:#}").contains(why), "{bad}: {err:#}");
+        }
     }
 }

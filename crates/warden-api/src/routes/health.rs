@@ -204,6 +204,10 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     state.gateway().render_metrics(&mut out);
     // Delivery to stream destinations
     state.delivery.metrics.render(&mut out);
+    // Analytics
+    if let Some(a) = &state.analytics {
+        a.stats.render(&mut out);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 

@@ -11,6 +11,7 @@ pub mod gateway;
 pub mod health;
 pub mod policies;
 pub mod registry;
+pub mod reports;
 pub mod simulate;
 pub mod tokens;
 // Retention

@@ -30,8 +30,10 @@ use crate::registry::{
 };
 use crate::{STORED_NODE_MIN_LEVEL, Store};
 
+mod outbox;
 mod recorded;
 mod registry;
+mod usage;
 // Retention
 mod retention;
 // Delivery
@@ -1224,6 +1226,23 @@ impl Store for SqliteStore {
         seqs: &[u64],
     ) -> Result<u64> {
         self.dest_remove_dead_letters(tenant, name, seqs).await
+    }
+
+    // Analytics
+    async fn usage_report(
+        &self,
+        tenant: &TenantId,
+        query: &crate::usage::UsageQuery,
+    ) -> Result<Vec<crate::usage::UsageRow>> {
+        usage::report(self, tenant, query).await
+    }
+    async fn outbox_rows(
+        &self,
+        tenant: &TenantId,
+        from_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<crate::outbox::OutboxRow>> {
+        outbox::rows(self, tenant, from_seq, limit).await
     }
 }
 

@@ -1,0 +1,416 @@
+//! The feeder: copies the system of record's audit log into ClickHouse.
+//!
+//! The audit log is the outbox. Each tenant's log is a sequence (`seq` 0, 1, 2, …), so the
+//! feeder's whole state is, per tenant, the next sequence to send — kept in memory, and
+//! recovered at start from ClickHouse itself (`max(seq)` per tenant). Events go in batches of
+//! several tenants' events, each tenant's in log order; while one batch is being inserted the
+//! next is read from the store.
+//!
+//! Delivery is at-least-once:
+//! - a failed insert is sent again, the same batch, with a growing backoff, until it succeeds;
+//!   one that partly applied before failing is harmless to send again;
+//! - at start the feeder resumes one batch *before* ClickHouse's highest sequence, since the
+//!   last insert of a previous run may have applied only in part (one partition written,
+//!   another not) and left a gap below that sequence;
+//! - several nodes feeding the same table send the same events.
+//!
+//! Every duplicate has the same sorting key as its original, so the `ReplacingMergeTree`
+//! collapses them; exact queries read with `FINAL` (see [`crate::report`]).
+//!
+//! Decisions never wait on any of this: the feeder only reads the store.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use warden_core::TenantId;
+use warden_store::Store;
+
+use crate::client::{ClickHouse, ClickHouseError, as_string, as_u64};
+use crate::config::AnalyticsConfig;
+use crate::schema::{self, TABLE};
+
+/// First wait after a failure; it doubles up to [`MAX_BACKOFF`].
+pub const MIN_BACKOFF: Duration = Duration::from_millis(250);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    #[error(transparent)]
+    ClickHouse(#[from] ClickHouseError),
+    #[error("cannot read the audit log: {0}")]
+    Store(#[from] warden_core::Error),
+}
+
+/// What the feeder did, for `/metrics` and for choosing where a report reads.
+#[derive(Default)]
+pub struct FeedStats {
+    /// Events inserted into ClickHouse (re-sent ones included).
+    pub fed: AtomicU64,
+    pub batches: AtomicU64,
+    /// Failed attempts (ClickHouse refused or unreachable, or the store unreadable).
+    pub errors: AtomicU64,
+    /// Unix time of the last successful insert or of the last pass that found nothing to do;
+    /// 0 before the first.
+    pub last_success_unix: AtomicI64,
+    tenants: Mutex<BTreeMap<String, TenantFeed>>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct TenantFeed {
+    /// Events in the store that ClickHouse is not known to hold yet. Until the feeder has
+    /// reached ClickHouse once, every event of the log.
+    behind: u64,
+    /// Whether ClickHouse held all of the tenant's log at the last look.
+    current: bool,
+}
+
+impl FeedStats {
+    /// Events of `tenant` not yet in ClickHouse at the last look.
+    pub fn lag(&self, tenant: &str) -> Option<u64> {
+        self.tenants
+            .lock()
+            .expect("feed stats")
+            .get(tenant)
+            .map(|t| t.behind)
+    }
+
+    /// Events of all tenants not yet in ClickHouse at the last look.
+    pub fn total_lag(&self) -> u64 {
+        self.tenants
+            .lock()
+            .expect("feed stats")
+            .values()
+            .map(|t| t.behind)
+            .sum()
+    }
+
+    /// True when ClickHouse held every event of the tenant's log at the feeder's last look
+    /// (at most one feed interval ago): reports may read ClickHouse for it.
+    pub fn is_current(&self, tenant: &str) -> bool {
+        self.tenants
+            .lock()
+            .expect("feed stats")
+            .get(tenant)
+            .is_some_and(|t| t.current)
+    }
+
+    fn set(&self, tenant: &str, behind: u64, known: bool) {
+        self.tenants.lock().expect("feed stats").insert(
+            tenant.to_owned(),
+            TenantFeed {
+                behind,
+                current: known && behind == 0,
+            },
+        );
+    }
+
+    fn succeeded(&self) {
+        self.last_success_unix
+            .store(chrono::Utc::now().timestamp(), Ordering::Relaxed);
+    }
+
+    /// Appends the feeder's metrics in the Prometheus text format.
+    pub fn render(&self, out: &mut String) {
+        let mut line = |s: String| {
+            let _ = writeln!(out, "{s}");
+        };
+        line("# HELP warden_analytics_events_fed_total Audit events inserted into ClickHouse (re-sent ones included).\n# TYPE warden_analytics_events_fed_total counter".into());
+        line(format!(
+            "warden_analytics_events_fed_total {}",
+            self.fed.load(Ordering::Relaxed)
+        ));
+        line("# HELP warden_analytics_batches_total Inserts into ClickHouse that succeeded.\n# TYPE warden_analytics_batches_total counter".into());
+        line(format!(
+            "warden_analytics_batches_total {}",
+            self.batches.load(Ordering::Relaxed)
+        ));
+        line("# HELP warden_analytics_errors_total Feed attempts that failed (ClickHouse unreachable or refusing, store unreadable); each is retried.\n# TYPE warden_analytics_errors_total counter".into());
+        line(format!(
+            "warden_analytics_errors_total {}",
+            self.errors.load(Ordering::Relaxed)
+        ));
+        line("# HELP warden_analytics_last_success_timestamp_seconds Unix time of the feeder's last successful insert or check (0: never).\n# TYPE warden_analytics_last_success_timestamp_seconds gauge".into());
+        line(format!(
+            "warden_analytics_last_success_timestamp_seconds {}",
+            self.last_success_unix.load(Ordering::Relaxed)
+        ));
+        let tenants = self.tenants.lock().expect("feed stats").clone();
+        line("# HELP warden_analytics_lag_events Audit events recorded but not yet in ClickHouse, by tenant.\n# TYPE warden_analytics_lag_events gauge".into());
+        for (tenant, t) in &tenants {
+            line(format!(
+                "warden_analytics_lag_events{{tenant=\"{}\"}} {}",
+                label(tenant),
+                t.behind
+            ));
+        }
+        line("# HELP warden_analytics_lag_events_overall Audit events recorded but not yet in ClickHouse, all tenants.\n# TYPE warden_analytics_lag_events_overall gauge".into());
+        line(format!(
+            "warden_analytics_lag_events_overall {}",
+            tenants.values().map(|t| t.behind).sum::<u64>()
+        ));
+    }
+}
+
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Events read from the store and encoded, waiting to be inserted.
+struct Batch {
+    body: Bytes,
+    events: u64,
+    /// Per tenant, the next sequence once this batch is in.
+    advances: Vec<(TenantId, u64)>,
+}
+
+pub struct Feeder {
+    store: Arc<dyn Store>,
+    ch: ClickHouse,
+    config: AnalyticsConfig,
+    stats: Arc<FeedStats>,
+    /// Whether the schema exists and the cursors were read from ClickHouse.
+    connected: bool,
+    /// Per tenant, the next sequence ClickHouse is not known to hold.
+    confirmed: BTreeMap<TenantId, u64>,
+    /// Per tenant, the next sequence to read (ahead of `confirmed` by the queued batches).
+    reading: BTreeMap<TenantId, u64>,
+    /// Batches read but not yet inserted, oldest first; the front one is sent again after a
+    /// failure.
+    queue: VecDeque<Batch>,
+}
+
+impl Feeder {
+    pub fn new(store: Arc<dyn Store>, config: AnalyticsConfig) -> Result<Feeder, String> {
+        let ch = ClickHouse::new(&config)?;
+        Ok(Feeder {
+            store,
+            ch,
+            config,
+            stats: Arc::new(FeedStats::default()),
+            connected: false,
+            confirmed: BTreeMap::new(),
+            reading: BTreeMap::new(),
+            queue: VecDeque::new(),
+        })
+    }
+
+    pub fn stats(&self) -> Arc<FeedStats> {
+        self.stats.clone()
+    }
+
+    pub fn clickhouse(&self) -> &ClickHouse {
+        &self.ch
+    }
+
+    /// Feeds until `stop` turns true: a pass at once, then again right away while there was
+    /// something to send, every `interval` once caught up, and after a failure with a backoff
+    /// from [`MIN_BACKOFF`] doubling to [`MAX_BACKOFF`].
+    pub async fn run(mut self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut backoff = MIN_BACKOFF;
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let wait = match self.pass().await {
+                Ok(0) => {
+                    backoff = MIN_BACKOFF;
+                    self.config.interval
+                }
+                Ok(_) => {
+                    backoff = MIN_BACKOFF;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "analytics feed failed; will retry");
+                    let retry_at = tokio::time::Instant::now() + backoff;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    // Keep the lag current while waiting: it grows as long as ClickHouse is
+                    // away, and that is what an operator watches.
+                    while tokio::time::Instant::now() + self.config.interval < retry_at {
+                        tokio::select! {
+                            _ = stop.changed() => return,
+                            _ = tokio::time::sleep(self.config.interval) => {}
+                        }
+                        let _ = self.heads().await;
+                    }
+                    retry_at.saturating_duration_since(tokio::time::Instant::now())
+                }
+            };
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Creates the schema if needed and reads where each tenant's copy ends.
+    async fn connect(&mut self) -> Result<(), FeedError> {
+        schema::create(&self.ch, self.config.partition).await?;
+        let rows = self
+            .ch
+            .rows(&format!(
+                "SELECT tenant, max(seq) FROM {} GROUP BY tenant",
+                self.ch.table(TABLE)
+            ))
+            .await?;
+        self.confirmed.clear();
+        for r in rows {
+            let (Some(tenant), Some(max)) =
+                (r.first().and_then(as_string), r.get(1).and_then(as_u64))
+            else {
+                return Err(ClickHouseError::Answer(format!("unexpected row {r:?}")).into());
+            };
+            let Ok(tenant) = TenantId::parse(&tenant) else {
+                tracing::warn!(
+                    tenant,
+                    "ClickHouse holds rows of a tenant id Warden would not write; ignored"
+                );
+                continue;
+            };
+            // One batch back: the previous run's last insert may have left a gap below `max`.
+            let resume = (max + 1).saturating_sub(self.config.batch as u64);
+            self.confirmed.insert(tenant, resume);
+        }
+        self.reading = self.confirmed.clone();
+        self.queue.clear();
+        self.connected = true;
+        Ok(())
+    }
+
+    /// Each tenant's log size, and the lag metrics updated from it.
+    async fn heads(&self) -> Result<BTreeMap<TenantId, u64>, FeedError> {
+        let mut heads = BTreeMap::new();
+        for tenant in self.store.log_tenants().await? {
+            let size = self.store.merkle_head(&tenant).await?.size;
+            let done = self.confirmed.get(&tenant).copied().unwrap_or(0);
+            self.stats
+                .set(tenant.as_str(), size.saturating_sub(done), self.connected);
+            heads.insert(tenant, size);
+        }
+        Ok(heads)
+    }
+
+    /// Sends everything recorded up to now; returns how many events went. Stops at the first
+    /// failure, keeping the batch that failed to send it first next time.
+    pub async fn pass(&mut self) -> Result<u64, FeedError> {
+        let result = self.try_pass().await;
+        if let Err(e) = &result {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            // A ClickHouse that lost the table or the database (a new, empty server) gets them
+            // again before the batch is retried (codes 60 and 81: unknown table, database).
+            if let FeedError::ClickHouse(ClickHouseError::Refused { message, .. }) = e
+                && (message.starts_with("Code: 60,") || message.starts_with("Code: 81,"))
+            {
+                let _ = schema::create(&self.ch, self.config.partition).await;
+            }
+            // The lag keeps growing while ClickHouse is away; show it.
+            let _ = self.heads().await;
+        }
+        result
+    }
+
+    /// Queues a batch read; the next read starts after it.
+    fn enqueue(&mut self, batch: Batch) {
+        for (tenant, to) in &batch.advances {
+            self.reading.insert(tenant.clone(), *to);
+        }
+        self.queue.push_back(batch);
+    }
+
+    async fn try_pass(&mut self) -> Result<u64, FeedError> {
+        if !self.connected {
+            self.connect().await?;
+        }
+        let heads = self.heads().await?;
+        let limit = self.config.batch;
+        let mut fed = 0;
+        loop {
+            if self.queue.is_empty() {
+                match collect(self.store.as_ref(), &self.reading, &heads, limit).await? {
+                    Some(b) => self.enqueue(b),
+                    None => break,
+                }
+            }
+            let body = self.queue.front().expect("a batch is queued").body.clone();
+            let read_next = self.queue.len() < 2;
+            let (ch, store, reading) = (&self.ch, self.store.as_ref(), &self.reading);
+            // Insert this batch while reading the next one.
+            let (sent, next) = tokio::join!(ch.insert_json_rows(TABLE, body), async {
+                if read_next {
+                    collect(store, reading, &heads, limit).await
+                } else {
+                    Ok(None)
+                }
+            });
+            let next = next.map(|b| b.map(|b| self.enqueue(b)));
+            sent?;
+            let done = self.queue.pop_front().expect("the batch just sent");
+            for (tenant, to) in done.advances {
+                self.confirmed.insert(tenant, to);
+            }
+            fed += done.events;
+            self.stats.fed.fetch_add(done.events, Ordering::Relaxed);
+            self.stats.batches.fetch_add(1, Ordering::Relaxed);
+            self.stats.succeeded();
+            next?;
+        }
+        // Up to date as of `heads`.
+        for (tenant, size) in &heads {
+            let done = self.confirmed.get(tenant).copied().unwrap_or(0);
+            self.stats
+                .set(tenant.as_str(), size.saturating_sub(done), true);
+        }
+        if fed == 0 {
+            self.stats.succeeded();
+        }
+        Ok(fed)
+    }
+}
+
+/// Reads and encodes the next batch: each tenant's events from where reading stopped up to
+/// its head, at most `limit` in all. `None` when nothing is left. The caller moves `reading`
+/// on by the batch's advances when it queues it.
+async fn collect(
+    store: &dyn Store,
+    reading: &BTreeMap<TenantId, u64>,
+    heads: &BTreeMap<TenantId, u64>,
+    limit: usize,
+) -> Result<Option<Batch>, FeedError> {
+    let mut body = Vec::new();
+    let mut events = 0usize;
+    let mut advances = Vec::new();
+    for (tenant, &head) in heads {
+        let start = reading.get(tenant).copied().unwrap_or(0);
+        let mut at = start;
+        while at < head && events < limit {
+            let want = (limit - events).min((head - at) as usize) as u32;
+            let page = store.outbox_rows(tenant, at, want).await?;
+            let Some(last) = page.last() else { break };
+            at = last.seq + 1;
+            events += page.len();
+            body.reserve(page.len() * 768);
+            for e in &page {
+                crate::row::encode(tenant.as_str(), e, &mut body)
+                    .map_err(warden_core::Error::internal)?;
+            }
+        }
+        if at != start {
+            advances.push((tenant.clone(), at));
+        }
+        if events >= limit {
+            break;
+        }
+    }
+    Ok((events > 0).then(|| Batch {
+        body: Bytes::from(body),
+        events: events as u64,
+        advances,
+    }))
+}
