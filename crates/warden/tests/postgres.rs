@@ -119,6 +119,29 @@ async fn verify_on(data: &Path, url: &str) -> Out {
     .await
 }
 
+/// Ids of every event of tenant acme, as `warden audit export` gives them.
+async fn exported_ids(data: &Path, url: &str) -> HashSet<String> {
+    let out = warden(&[
+        "audit",
+        "export",
+        "--data-dir",
+        path_str(data),
+        "--database",
+        url,
+        "--tenant",
+        "acme",
+    ])
+    .await;
+    assert!(out.success(), "{}", out.text());
+    out.stdout
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("JSON lines");
+            v["id"].as_str().expect("id").to_owned()
+        })
+        .collect()
+}
+
 /// (events, lowest seq, highest seq, distinct seqs, distinct ids) of tenant acme's log.
 async fn log_shape(db: &PgDatabase) -> (i64, i64, i64, i64, i64) {
     let mut conn = db.connect().await;
@@ -253,26 +276,7 @@ async fn two_nodes_on_one_database_keep_one_log_under_load() {
         (0, events - 1, events, events),
         "one sequence: no gap, no seq or id twice"
     );
-    let out = warden(&[
-        "audit",
-        "export",
-        "--data-dir",
-        path_str(&data),
-        "--database",
-        &db.url,
-        "--tenant",
-        "acme",
-    ])
-    .await;
-    assert!(out.success(), "{}", out.text());
-    let exported: HashSet<String> = out
-        .stdout
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).expect("JSON lines");
-            v["id"].as_str().expect("id").to_owned()
-        })
-        .collect();
+    let exported = exported_ids(&data, &db.url).await;
     assert!(
         acknowledged.is_subset(&exported),
         "{} acknowledged decisions are not in the log",
@@ -566,26 +570,7 @@ async fn losing_postgres_mid_write_refuses_with_503_and_loses_nothing_acknowledg
     assert!(server.terminate().await.success(), "{}", server.log());
 
     // Every acknowledged decision is in the log, which is still one verifiable sequence.
-    let out = warden(&[
-        "audit",
-        "export",
-        "--data-dir",
-        path_str(&data),
-        "--database",
-        &db.url,
-        "--tenant",
-        "acme",
-    ])
-    .await;
-    assert!(out.success(), "{}", out.text());
-    let exported: HashSet<String> = out
-        .stdout
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).expect("JSON lines");
-            v["id"].as_str().expect("id").to_owned()
-        })
-        .collect();
+    let exported = exported_ids(&data, &db.url).await;
     let acknowledged: HashSet<String> = result.acknowledged.into_iter().collect();
     assert!(
         acknowledged.is_subset(&exported),
