@@ -31,6 +31,7 @@ use crate::registry::{
 use crate::{STORED_NODE_MIN_LEVEL, Store};
 
 mod outbox;
+mod reader;
 mod recorded;
 mod registry;
 mod usage;
@@ -65,6 +66,8 @@ pub struct SqliteStore {
     /// connection was free would start every batch with a cold cache and read the indexes it
     /// appends to back from the file.
     appender: Arc<tokio::sync::Mutex<sqlx::SqliteConnection>>,
+    /// Bulk reads of the log (simulation, outbox) without sqlx's per-row hand-over.
+    reader: Arc<reader::Reader>,
     /// Stops the WAL checkpointer when the last handle goes.
     _checkpointer: Arc<WalCheckpointer>,
 }
@@ -160,6 +163,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             pool,
             appender: Arc::new(tokio::sync::Mutex::new(appender)),
+            reader: reader::Reader::new(path, busy_timeout),
             _checkpointer: checkpointer,
         })
     }

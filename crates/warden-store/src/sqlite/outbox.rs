@@ -1,10 +1,12 @@
-//! The outbox read on SQLite: the log in order with nothing parsed (see [`crate::outbox`]).
+//! The outbox read on SQLite: the log in order with nothing parsed (see [`crate::outbox`]),
+//! through the direct [`Reader`](super::reader::Reader): the feeder and the destinations read
+//! every event once more, by the thousand.
 
-use sqlx::Row;
-use warden_core::{Result, TenantId};
+use warden_audit::index::IndexedColumns;
+use warden_core::{Error, Result, TenantId};
 
-use super::{SqliteStore, db_err};
-use crate::outbox::{COLUMNS, OutboxRow, outbox_row};
+use super::SqliteStore;
+use crate::outbox::{COLUMNS, OutboxRow};
 
 pub(super) async fn rows(
     store: &SqliteStore,
@@ -15,12 +17,48 @@ pub(super) async fn rows(
     let sql = format!(
         "SELECT {COLUMNS} FROM audit_events WHERE tenant = ? AND seq >= ? ORDER BY seq LIMIT ?"
     );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(tenant.as_str())
-        .bind(from_seq as i64)
-        .bind(i64::from(limit))
-        .fetch_all(&store.pool)
-        .await
-        .map_err(db_err)?;
-    rows.iter().map(|r| outbox_row!(r)).collect()
+    let tenant = tenant.as_str().to_owned();
+    let rows = store
+        .reader
+        .read(move |conn| {
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let mut rows = stmt.query(rusqlite::params![tenant, from_seq as i64, limit])?;
+            let mut out = Vec::with_capacity(limit as usize);
+            while let Some(r) = rows.next()? {
+                // The id is checked after the read: a conversion error here would be
+                // reported as the database being unreadable.
+                let id: String = r.get(1)?;
+                out.push((
+                    id,
+                    OutboxRow {
+                        seq: r.get::<_, i64>(0)? as u64,
+                        columns: IndexedColumns {
+                            id: uuid::Uuid::nil(),
+                            time_micros: r.get(2)?,
+                            namespace: r.get(3)?,
+                            event_type: r.get(4)?,
+                            principal: r.get(5)?,
+                            agent: r.get(6)?,
+                            on_behalf_of: r.get(7)?,
+                            session: r.get(8)?,
+                            action: r.get(9)?,
+                            resource_type: r.get(10)?,
+                            resource_id: r.get(11)?,
+                            outcome: r.get(12)?,
+                        },
+                        header: r.get(13)?,
+                        payload: r.get(14)?,
+                    },
+                ));
+            }
+            Ok(out)
+        })
+        .await?;
+    rows.into_iter()
+        .map(|(id, mut row)| {
+            row.columns.id = uuid::Uuid::parse_str(&id)
+                .map_err(|e| Error::internal(format!("stored id {id:?}: {e}")))?;
+            Ok(row)
+        })
+        .collect()
 }

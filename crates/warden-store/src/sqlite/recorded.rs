@@ -4,12 +4,13 @@
 //! that starts each page's index range at the previous page's last time, so every page costs
 //! the same however deep into the window it is. Paging by `seq` instead would make SQLite
 //! choose between scanning the log from the cursor (events outside the window included) and
-//! sorting the whole window for every page.
+//! sorting the whole window for every page. A simulation reads millions of rows, so pages go
+//! through the direct [`Reader`](super::reader::Reader), not sqlx.
 
-use sqlx::{QueryBuilder, Row, Sqlite};
+use rusqlite::types::Value;
 use warden_core::{Result, TenantId};
 
-use super::{SqliteStore, db_err, us};
+use super::{SqliteStore, us};
 use crate::recorded::{
     DECISION_EVENT_TYPES, DecisionCursor, DecisionPage, DecisionWindow, RecordedDecision,
 };
@@ -21,63 +22,73 @@ pub(super) async fn decisions(
     after: Option<DecisionCursor>,
     limit: u32,
 ) -> Result<DecisionPage> {
+    let (sql, params) = query(tenant, window, after, limit);
+    let decisions = store
+        .reader
+        .read(move |conn| {
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
+            let mut out = Vec::with_capacity(limit as usize);
+            while let Some(r) = rows.next()? {
+                out.push(RecordedDecision {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    id: r.get(1)?,
+                    time_us: r.get(2)?,
+                    namespace: r.get(3)?,
+                    outcome: r.get(4)?,
+                    header: r.get(5)?,
+                    payload: r.get(6)?,
+                });
+            }
+            Ok(out)
+        })
+        .await?;
+    let next = (decisions.len() as u32 == limit)
+        .then(|| decisions.last())
+        .flatten()
+        .map(|d| DecisionCursor {
+            time_us: d.time_us,
+            seq: d.seq,
+        });
+    Ok(DecisionPage { decisions, next })
+}
+
+/// The page's statement and its parameters, in order.
+fn query(
+    tenant: &TenantId,
+    window: &DecisionWindow,
+    after: Option<DecisionCursor>,
+    limit: u32,
+) -> (String, Vec<Value>) {
     let from = us(window.from);
     let lower = after.map_or(from, |c| c.time_us.max(from));
-    let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+    let mut sql = String::from(
         "SELECT seq, id, time_us, namespace, outcome, header, payload \
-         FROM audit_events WHERE tenant = ",
+         FROM audit_events WHERE tenant = ? AND time_us >= ? AND time_us < ?",
     );
-    qb.push_bind(tenant.as_str().to_owned());
-    qb.push(" AND time_us >= ").push_bind(lower);
-    qb.push(" AND time_us < ").push_bind(us(window.to));
+    let mut params = vec![
+        Value::Text(tenant.as_str().to_owned()),
+        Value::Integer(lower),
+        Value::Integer(us(window.to)),
+    ];
     if let Some(c) = after {
-        qb.push(" AND (time_us > ")
-            .push_bind(c.time_us)
-            .push(" OR seq > ")
-            .push_bind(c.seq as i64)
-            .push(")");
+        sql.push_str(" AND (time_us > ? OR seq > ?)");
+        params.push(Value::Integer(c.time_us));
+        params.push(Value::Integer(c.seq as i64));
     }
     if let Some(ns) = &window.namespace {
         // A subtree as a range, not LIKE ('_' is legal in names and a LIKE wildcard).
-        qb.push(" AND (namespace = ")
-            .push_bind(ns.as_str().to_owned())
-            .push(" OR (namespace >= ")
-            .push_bind(format!("{ns}/"))
-            .push(" AND namespace < ")
-            .push_bind(format!("{ns}0"))
-            .push("))");
+        sql.push_str(" AND (namespace = ? OR (namespace >= ? AND namespace < ?))");
+        params.push(Value::Text(ns.as_str().to_owned()));
+        params.push(Value::Text(format!("{ns}/")));
+        params.push(Value::Text(format!("{ns}0")));
     }
-    qb.push(" AND event_type IN (");
-    let mut types = qb.separated(", ");
-    for t in DECISION_EVENT_TYPES {
-        types.push_bind(t);
+    sql.push_str(" AND event_type IN (");
+    for (i, t) in DECISION_EVENT_TYPES.iter().enumerate() {
+        sql.push_str(if i == 0 { "?" } else { ", ?" });
+        params.push(Value::Text((*t).to_owned()));
     }
-    qb.push(") ORDER BY time_us, seq LIMIT ")
-        .push_bind(i64::from(limit));
-    let rows = qb.build().fetch_all(store.pool()).await.map_err(db_err)?;
-    let next = if rows.len() as u32 == limit {
-        rows.last()
-            .map(|r| -> Result<DecisionCursor> {
-                Ok(DecisionCursor {
-                    time_us: r.try_get("time_us").map_err(db_err)?,
-                    seq: r.try_get::<i64, _>("seq").map_err(db_err)? as u64,
-                })
-            })
-            .transpose()?
-    } else {
-        None
-    };
-    let mut decisions = Vec::with_capacity(rows.len());
-    for r in &rows {
-        decisions.push(RecordedDecision {
-            seq: r.try_get::<i64, _>("seq").map_err(db_err)? as u64,
-            time_us: r.try_get("time_us").map_err(db_err)?,
-            id: r.try_get("id").map_err(db_err)?,
-            namespace: r.try_get("namespace").map_err(db_err)?,
-            outcome: r.try_get("outcome").map_err(db_err)?,
-            header: r.try_get("header").map_err(db_err)?,
-            payload: r.try_get("payload").map_err(db_err)?,
-        });
-    }
-    Ok(DecisionPage { decisions, next })
+    sql.push_str(") ORDER BY time_us, seq LIMIT ?");
+    params.push(Value::Integer(i64::from(limit)));
+    (sql, params)
 }
