@@ -8,6 +8,7 @@ mod gateway_cmd;
 mod migrate_cmd;
 mod policy_cmd;
 mod policy_server_cmd;
+mod registry_check;
 mod registry_cmd;
 mod remote;
 mod simulate_cmd;

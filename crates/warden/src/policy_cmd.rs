@@ -1,6 +1,8 @@
 //! `warden policy …`: check policies before they go live, in a terminal or a CI pipeline.
 //!
-//! - `validate DIR`: the same parsing and strict validation the server applies.
+//! - `validate DIR`: the same parsing and strict validation the server applies; with
+//!   `--server`, the entities the policies name checked against the tenant's registry (see
+//!   `registry_check`).
 //! - `fmt [--check] PATH…`: canonical formatting (Cedar's formatter).
 //! - `test DIR`: run the policy tests (`*.test.yaml`) with the server's engine.
 //! - `explain DIR --request FILE`: why a request gets its decision.
@@ -20,6 +22,7 @@ use std::process::ExitCode;
 
 use clap::{Subcommand, ValueEnum};
 use serde_json::{Value, json};
+use warden_api::policies::DirSnapshot;
 use warden_core::{
     Clause, Decision, Explanation, NamespacePath, Obligation, Outcome, PolicyEffect,
     PolicyExplanation, PolicyStatus,
@@ -30,14 +33,18 @@ use warden_policy::testing::{
 use warden_policy::{Engine, PolicyError};
 
 use crate::policy_server_cmd::{self as remote, Op, ServerArgs};
+use crate::registry_check::{self, Kind, RegistryArgs};
 
 #[derive(Subcommand, Debug)]
 pub enum PolicyCommand {
-    /// Parse and strictly validate a policy directory; print file:line:col errors.
+    /// Parse and strictly validate a policy directory; print file:line:col errors. With
+    /// --server, also check the entities the policies name against the tenant's registry.
     Validate {
         dir: PathBuf,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+        #[command(flatten)]
+        registry: RegistryArgs,
     },
     /// Format policy files canonically (Cedar's formatter), in place.
     Fmt {
@@ -145,7 +152,11 @@ const USAGE: u8 = 2;
 
 pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
     let code = match cmd {
-        PolicyCommand::Validate { dir, format } => validate(&dir, format),
+        PolicyCommand::Validate {
+            dir,
+            format,
+            registry,
+        } => validate(&dir, format, &registry),
         PolicyCommand::Fmt { paths, check } => fmt(&paths, check),
         PolicyCommand::Test { dir, format } => test(&dir, format),
         PolicyCommand::Explain {
@@ -217,6 +228,8 @@ struct Problem {
     line: Option<u32>,
     column: Option<u32>,
     message: String,
+    /// For a finding of the registry check: its kind and the entity (`Tool::"…"`).
+    registry: Option<(Kind, String)>,
 }
 
 impl Problem {
@@ -226,6 +239,7 @@ impl Problem {
             line: Some(e.line),
             column: Some(e.column),
             message: e.message.clone(),
+            registry: None,
         }
     }
 
@@ -237,11 +251,28 @@ impl Problem {
             line: None,
             column: None,
             message: message.to_owned(),
+            registry: None,
+        }
+    }
+
+    fn of_finding(dir: &Path, f: registry_check::Finding) -> Problem {
+        let l = f.literal;
+        Problem {
+            file: shown(dir, &l.origin),
+            line: Some(l.line),
+            column: Some(l.column),
+            message: f.message,
+            registry: Some((f.kind, format!("{}::{:?}", l.entity_type, l.id))),
         }
     }
 
     fn json(&self) -> Value {
-        json!({"file": self.file, "line": self.line, "column": self.column, "message": self.message})
+        let mut v = json!({"file": self.file, "line": self.line, "column": self.column, "message": self.message});
+        if let Some((kind, entity)) = &self.registry {
+            v["kind"] = json!(kind.as_str());
+            v["entity"] = json!(entity);
+        }
+        v
     }
 }
 
@@ -272,11 +303,18 @@ struct Loaded {
 
 /// Reads and builds the policies of `dir` exactly as the server does.
 fn load(dir: &Path) -> Result<Loaded, Vec<Problem>> {
-    let snap = warden_api::policies::read_dir(dir).map_err(|errs| {
+    build(dir, read(dir)?)
+}
+
+fn read(dir: &Path) -> Result<DirSnapshot, Vec<Problem>> {
+    warden_api::policies::read_dir(dir).map_err(|errs| {
         errs.iter()
             .map(|e| Problem::unlocated(dir, e))
             .collect::<Vec<_>>()
-    })?;
+    })
+}
+
+fn build(dir: &Path, snap: DirSnapshot) -> Result<Loaded, Vec<Problem>> {
     let files = snap.sources.len();
     Engine::build(snap.sources, snap.schema_extension.as_deref())
         .map(|engine| Loaded { engine, files })
@@ -291,37 +329,186 @@ fn print_problems(problems: &[Problem]) {
 
 // ---- validate ----
 
-fn validate(dir: &Path, format: Format) -> u8 {
+fn validate(dir: &Path, format: Format, registry: &RegistryArgs) -> u8 {
     if !dir.is_dir() {
         return usage(format_args!("{} is not a directory", dir.display()));
     }
-    match (load(dir), format) {
-        (Ok(l), Format::Json) => {
-            println!(
-                "{}",
-                json!({"valid": true, "files": l.files, "policies": l.engine.policy_count(), "errors": []})
-            );
-            0
+    let target = match registry.target() {
+        Ok(t) => t,
+        Err(e) => return usage(e),
+    };
+    let snap = match read(dir) {
+        Ok(s) => s,
+        Err(problems) => return invalid(problems, Vec::new(), None, format),
+    };
+    // The registry is asked before anything is reported: a check that cannot be made is
+    // the command failing (2), whatever else the policies have.
+    let report = match &target {
+        None => None,
+        Some((server, token)) => {
+            let tenants = snap
+                .sources
+                .iter()
+                .map(|s| s.namespace.tenant().as_str().to_owned())
+                .collect();
+            let literals = warden_policy::entity_literals(&snap.sources);
+            match registry_check::check(server, token, &tenants, &literals) {
+                Ok(r) => Some(r),
+                Err(e) => return usage(e),
+            }
         }
-        (Ok(l), Format::Text) => {
-            println!(
+    };
+    let (mut problems, mut warnings) = (Vec::new(), Vec::new());
+    let mut summary = None;
+    if let Some(report) = report {
+        for f in report.findings {
+            match f.kind {
+                Kind::Unknown => problems.push(Problem::of_finding(dir, f)),
+                Kind::Blocked => warnings.push(Problem::of_finding(dir, f)),
+            }
+        }
+        summary = Some(RegistrySummary {
+            server: report.server,
+            tenant: report.tenant,
+            checked: report.checked,
+            unchecked_tenants: report.unchecked_tenants,
+        });
+    }
+    let loaded = match build(dir, snap) {
+        Ok(l) => Some(l),
+        Err(mut offline) => {
+            offline.append(&mut problems);
+            problems = offline;
+            None
+        }
+    };
+    match loaded {
+        Some(l) if problems.is_empty() => valid(&l, &warnings, summary.as_ref(), format),
+        _ => invalid(problems, warnings, summary.as_ref(), format),
+    }
+}
+
+/// What a registry check covered, for the report.
+struct RegistrySummary {
+    server: String,
+    tenant: Option<String>,
+    checked: usize,
+    unchecked_tenants: Vec<String>,
+}
+
+impl RegistrySummary {
+    fn json(&self) -> Value {
+        json!({
+            "server": self.server,
+            "tenant": self.tenant,
+            "checked": self.checked,
+            "unchecked_tenants": self.unchecked_tenants,
+        })
+    }
+
+    fn print(&self) {
+        let Some(tenant) = &self.tenant else {
+            eprintln!("note: no policies to check against the registry");
+            return;
+        };
+        if !self.unchecked_tenants.is_empty() {
+            eprintln!(
+                "note: the policies of tenant {} were not checked against the registry: the token is tenant {tenant}'s",
+                self.unchecked_tenants.join(", ")
+            );
+        }
+    }
+
+    fn text(&self) -> String {
+        match &self.tenant {
+            Some(t) => format!(
+                "; {} entit{} checked against the registry of tenant {t} on {}",
+                self.checked,
+                if self.checked == 1 { "y" } else { "ies" },
+                self.server
+            ),
+            None => String::new(),
+        }
+    }
+}
+
+fn print_warnings(warnings: &[Problem]) {
+    for w in warnings {
+        match (w.line, w.column) {
+            (Some(l), Some(c)) => eprintln!("{}:{l}:{c}: warning: {}", w.file, w.message),
+            _ => eprintln!("{}: warning: {}", w.file, w.message),
+        }
+    }
+}
+
+fn valid(
+    l: &Loaded,
+    warnings: &[Problem],
+    registry: Option<&RegistrySummary>,
+    format: Format,
+) -> u8 {
+    match format {
+        Format::Json => {
+            let mut v = json!({"valid": true, "files": l.files, "policies": l.engine.policy_count(), "errors": []});
+            if let Some(r) = registry {
+                v["warnings"] = warnings.iter().map(Problem::json).collect();
+                v["registry"] = r.json();
+            }
+            println!("{v}");
+        }
+        Format::Text => {
+            print_warnings(warnings);
+            if let Some(r) = registry {
+                r.print();
+            }
+            let mut line = format!(
                 "ok: {} policies in {} files",
                 l.engine.policy_count(),
                 l.files
             );
-            0
-        }
-        (Err(problems), Format::Json) => {
-            let errors: Vec<Value> = problems.iter().map(Problem::json).collect();
-            println!("{}", json!({"valid": false, "errors": errors}));
-            FAILED
-        }
-        (Err(problems), Format::Text) => {
-            print_problems(&problems);
-            eprintln!("{} error(s); nothing would be applied", problems.len());
-            FAILED
+            if let Some(r) = registry {
+                line.push_str(&r.text());
+            }
+            if !warnings.is_empty() {
+                line.push_str(&format!(", {} warning(s)", warnings.len()));
+            }
+            println!("{line}");
         }
     }
+    0
+}
+
+fn invalid(
+    mut problems: Vec<Problem>,
+    warnings: Vec<Problem>,
+    registry: Option<&RegistrySummary>,
+    format: Format,
+) -> u8 {
+    // Each file's problems in the order of its lines, whichever check found them (without
+    // the registry check, the order is the engine's, as it always was).
+    if registry.is_some() {
+        problems.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+    }
+    match format {
+        Format::Json => {
+            let errors: Vec<Value> = problems.iter().map(Problem::json).collect();
+            let mut v = json!({"valid": false, "errors": errors});
+            if let Some(r) = registry {
+                v["warnings"] = warnings.iter().map(Problem::json).collect();
+                v["registry"] = r.json();
+            }
+            println!("{v}");
+        }
+        Format::Text => {
+            print_problems(&problems);
+            print_warnings(&warnings);
+            if let Some(r) = registry {
+                r.print();
+            }
+            eprintln!("{} error(s); nothing would be applied", problems.len());
+        }
+    }
+    FAILED
 }
 
 // ---- fmt ----
