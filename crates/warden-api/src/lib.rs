@@ -25,6 +25,7 @@ pub mod simulation;
 pub mod state;
 pub mod tokens;
 // Retention
+pub mod retention_changes;
 pub mod retention_job;
 
 pub use server::{Running, build_state, router, serve, start};

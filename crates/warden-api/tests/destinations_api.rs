@@ -66,6 +66,11 @@ async fn bad_settings_are_refused_with_every_problem() {
             "kind",
         ),
         (
+            with(hook("a"), "start", json!("yesterday")),
+            StatusCode::BAD_REQUEST,
+            "expected `beginning` or `now`",
+        ),
+        (
             with(hook("Bad Name"), "batch_size", json!(0)),
             StatusCode::UNPROCESSABLE_ENTITY,
             "batch_size",
@@ -216,4 +221,78 @@ async fn roles_and_tenants_are_kept_apart() {
     let (_, doc) = s.get("/openapi.json", &admin).await;
     assert!(doc["paths"]["/api/v1/destinations/{name}/replay"].is_object());
     eprintln!("audited {seen:?}; 3 roles refused; other tenant isolated");
+}
+
+/// `start`: a new destination begins at the first event of the tenant's log (the default), or
+/// with `now` right after the last event recorded when it is created — its own creation
+/// record included. Only creation reads it: a later replacement moves no cursor.
+#[tokio::test]
+async fn a_new_destination_starts_at_the_beginning_or_now() {
+    let s = TestServer::start_with(|c| c.delivery.enabled = false).await;
+    let admin = s.token("acme", Role::Admin, None, None, None).await;
+    let other = s.token("globex", Role::Admin, None, None, None).await;
+    let state = |name: &'static str| {
+        let (s, admin) = (&s, &admin);
+        async move {
+            let (st, v) = s.get(&format!("/api/v1/destinations/{name}"), admin).await;
+            assert_eq!(st, StatusCode::OK, "{v}");
+            v
+        }
+    };
+    let (st, v) = s
+        .post("/api/v1/destinations", &admin, &hook("history"))
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    assert!(
+        v.get("start").is_none(),
+        "the default is not written out: {v}"
+    );
+    let history = state("history").await;
+    assert_eq!(history["state"][0]["next_seq"], 0);
+    assert!(
+        history["state"][0]["lag"].as_u64().unwrap() > 0,
+        "{history}"
+    );
+
+    let (st, v) = s
+        .post(
+            "/api/v1/destinations",
+            &admin,
+            &with(hook("fresh"), "start", json!("now")),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    assert_eq!(v["start"], "now");
+    let fresh = state("fresh").await;
+    let at = fresh["state"][0]["next_seq"].as_u64().unwrap();
+    assert_eq!(
+        at,
+        fresh["state"][0]["log_size"].as_u64().unwrap(),
+        "nothing recorded before, its creation included, is to deliver: {fresh}"
+    );
+    assert_eq!(fresh["state"][0]["lag"], 0);
+
+    // Another tenant's activity does not move it; its own does.
+    let (st, _) = s.post("/api/v1/destinations", &other, &hook("x")).await;
+    assert_eq!(st, StatusCode::CREATED);
+    assert_eq!(state("fresh").await["state"][0]["lag"], 0);
+    let (st, _) = s
+        .put(
+            "/api/v1/destinations/fresh",
+            &admin,
+            &with(hook("fresh"), "start", json!("beginning")),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let fresh = state("fresh").await;
+    assert_eq!(
+        fresh["state"][0]["next_seq"].as_u64().unwrap(),
+        at,
+        "{fresh}"
+    );
+    assert_eq!(
+        fresh["state"][0]["lag"], 1,
+        "the update is the one new event"
+    );
+    eprintln!("history from 0; fresh from {at}");
 }

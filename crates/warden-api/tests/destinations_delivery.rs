@@ -319,6 +319,47 @@ async fn a_receiver_that_always_fails_gets_dead_letters_and_replay_delivers_them
     let st = caught_up(&s, &admin, "dl").await;
     assert_eq!(st["dead_letters"], 25, "every decision dead-lettered: {st}");
     assert!(received_ids(&rx).is_empty());
+    // Each dead-lettered batch is in the audit trail once, with its count and positions.
+    let (_, records) = s
+        .get(
+            "/api/v1/audit/events?type=destination.dead_lettered",
+            &admin,
+        )
+        .await;
+    let records = records["events"].as_array().expect("events").clone();
+    let counted: u64 = records
+        .iter()
+        .map(|e| e["payload"]["events"].as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, 25, "{records:?}");
+    let mut dead: Vec<u64> = Vec::new();
+    let mut after = None;
+    loop {
+        let page = s
+            .state()
+            .store
+            .dead_letters(&TenantId::parse("acme").unwrap(), "dl", after, 100)
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.seq);
+        dead.extend(page.iter().map(|d| d.seq));
+    }
+    for e in &records {
+        let p = &e["payload"];
+        assert_eq!(
+            (p["destination"].as_str(), p["attempts"].as_u64()),
+            (Some("dl"), Some(3))
+        );
+        let (first, last) = (
+            p["first_seq"].as_u64().unwrap(),
+            p["last_seq"].as_u64().unwrap(),
+        );
+        let inside = dead.iter().filter(|s| (first..=last).contains(*s)).count() as u64;
+        assert_eq!(inside, p["events"].as_u64().unwrap(), "{p}");
+        assert_eq!(e["source"], "warden.delivery");
+        assert_eq!(e["namespace"], "acme");
+    }
 
     rx.mode.store(OK, Ordering::SeqCst);
     let (status, report) = s

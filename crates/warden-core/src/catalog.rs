@@ -79,6 +79,7 @@ pub const DESTINATION_CREATED: &str = "destination.created";
 pub const DESTINATION_UPDATED: &str = "destination.updated";
 pub const DESTINATION_DELETED: &str = "destination.deleted";
 pub const DESTINATION_REPLAYED: &str = "destination.replayed";
+pub const DESTINATION_DEAD_LETTERED: &str = "destination.dead_lettered";
 
 pub const CATALOG: &[EventType] = &[
     EventType {
@@ -400,6 +401,12 @@ pub const CATALOG: &[EventType] = &[
         description: "The dead letters of a destination were sent again (API or CLI): how many were delivered and removed, how many remain, and why a replay stopped early.",
         scope: "the tenant root",
         door: Door::Admin,
+    },
+    EventType {
+        name: DESTINATION_DEAD_LETTERED,
+        description: "A batch failed every attempt and went to the dead-letter store (recorded in the same transaction): destination, how many events, their first and last position, attempts, the last error, the node. A batch made only of such records gets no record of its own, so a receiver that is down cannot make the log grow by itself.",
+        scope: "the tenant root",
+        door: Door::System,
     },
 ];
 

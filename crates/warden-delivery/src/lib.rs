@@ -26,4 +26,4 @@ mod worker;
 pub use engine::{DeliveryConfig, Engine};
 pub use metrics::DeliveryMetrics;
 pub use replay::{ReplayReport, replay};
-pub use spec::{DestinationKind, DestinationSpec};
+pub use spec::{DestinationKind, DestinationSpec, Start};

@@ -38,6 +38,26 @@ impl DestinationKind {
     }
 }
 
+/// Where a new destination starts in its tenant's log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Start {
+    /// At the first event: the tenant's whole history is delivered.
+    #[default]
+    Beginning,
+    /// After the last event recorded when the destination is created.
+    Now,
+}
+
+impl Start {
+    pub fn delivery_start(self) -> warden_store::DeliveryStart {
+        match self {
+            Start::Beginning => warden_store::DeliveryStart::Beginning,
+            Start::Now => warden_store::DeliveryStart::Now,
+        }
+    }
+}
+
 /// A destination. Secrets (`secret`, `token`, `verification_token`, secret-shaped headers)
 /// are `env:NAME` or `file:/path` references; a literal value is refused.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -102,6 +122,11 @@ pub struct DestinationSpec {
     /// `file`: rotated files kept besides the current one (default 5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_files: Option<u32>,
+    /// Where the destination starts when it is created: `beginning` (default, the tenant's
+    /// whole history) or `now` (only events recorded after its creation). Read at creation
+    /// only: changing it later does not move the cursor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<Start>,
 }
 
 /// The settings with defaults applied, as a worker uses them.

@@ -6,9 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use serde_json::json;
 use tokio::sync::watch;
-use warden_core::TenantId;
-use warden_store::{LeaseKey, NewDeadLetter, Store, StoredDestination, StoredEvent};
+use warden_core::{Actor, AuditEvent, EntityRef, TenantId, catalog};
+use warden_store::{
+    DeadLetterBatch, LeaseKey, NewDeadLetter, Store, StoredDestination, StoredEvent,
+};
 
 use crate::breaker::{Breaker, backoff};
 use crate::engine::DeliveryConfig;
@@ -240,11 +243,17 @@ impl Worker {
                                 event_id: e.event.header.id.to_string(),
                             })
                             .collect();
-                        return match self
-                            .store
-                            .dead_letter(key, from, to, &letters, attempt, &error)
-                            .await
-                        {
+                        let record =
+                            dead_letter_record(key, &self.node, events, from, to, attempt, &error);
+                        let batch = DeadLetterBatch {
+                            from,
+                            to,
+                            letters: &letters,
+                            attempts: attempt,
+                            error: &error,
+                            record: record.as_ref(),
+                        };
+                        return match self.store.dead_letter(key, &batch).await {
                             Ok(true) => {
                                 tracing::error!(
                                     tenant,
@@ -292,6 +301,69 @@ impl Worker {
             self.metrics.update(tenant.as_str(), name, |f| f.lag = lag);
         }
     }
+}
+
+/// Longest error text a dead-letter record carries (the dead-letter store keeps it whole).
+const MAX_RECORDED_ERROR: usize = 1024;
+
+/// The audit record of a dead-lettered batch, or `None` for a batch made only of such
+/// records. That exception is what stops a feedback loop: each record enters the log, and
+/// so the outbox of every destination of the tenant, where a receiver that is still down
+/// would dead-letter it in turn. A batch holding other events gets one record — at most one
+/// per batch those events passed through — and a batch of records alone gets none, so once
+/// the tenant records nothing else the log stops growing (even with two failing
+/// destinations feeding each other's records).
+fn dead_letter_record(
+    key: &LeaseKey<'_>,
+    node: &str,
+    events: &[StoredEvent],
+    from: u64,
+    to: u64,
+    attempts: u32,
+    error: &str,
+) -> Option<AuditEvent> {
+    if events
+        .iter()
+        .all(|e| e.event.header.event_type == catalog::DESTINATION_DEAD_LETTERED)
+    {
+        return None;
+    }
+    let mut error = error.to_owned();
+    if error.len() > MAX_RECORDED_ERROR {
+        let mut cut = MAX_RECORDED_ERROR;
+        while !error.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        error.truncate(cut);
+        error.push('…');
+    }
+    let actor = Actor {
+        principal: Some(EntityRef {
+            entity_type: "System".into(),
+            id: "delivery".into(),
+        }),
+        role: Some("system".into()),
+        ..Default::default()
+    };
+    let mut e = AuditEvent::new(
+        key.tenant.as_str(),
+        key.tenant.root_namespace().as_str(),
+        catalog::DESTINATION_DEAD_LETTERED,
+        "warden.delivery",
+        actor,
+        json!({
+            "destination": key.destination,
+            "events": events.len(),
+            "first_seq": events.first().map(|e| e.seq),
+            "last_seq": events.last().map(|e| e.seq),
+            "cursor": {"from": from, "to": to},
+            "attempts": attempts,
+            "error": error,
+            "node": node,
+        }),
+    );
+    e.header.action = Some("dead_letter".into());
+    Some(e)
 }
 
 enum Delivered {

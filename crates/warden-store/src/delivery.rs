@@ -12,7 +12,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use warden_core::TenantId;
+use warden_core::{AuditEvent, TenantId};
 
 /// A destination as stored: settings are opaque JSON here (the delivery crate owns their
 /// shape); they never hold a secret value, only `env:`/`file:` references.
@@ -25,6 +25,16 @@ pub struct StoredDestination {
     pub origin: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// Where a new destination's cursor starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeliveryStart {
+    /// At the first event of the tenant's log: the whole history is delivered.
+    #[default]
+    Beginning,
+    /// After the last event committed when the destination is created.
+    Now,
 }
 
 /// Where a destination stands. A destination never delivered has `next_seq` 0 and no lease.
@@ -56,6 +66,20 @@ pub struct DeadLetter {
     pub created_at: DateTime<Utc>,
 }
 
+/// A batch that failed every attempt: its events go to the dead-letter store and the cursor
+/// moves from `from` to `to`, past them.
+#[derive(Clone, Debug)]
+pub struct DeadLetterBatch<'a> {
+    pub from: u64,
+    pub to: u64,
+    pub letters: &'a [NewDeadLetter],
+    pub attempts: u32,
+    pub error: &'a str,
+    /// The audit event that records the dead-lettering, appended to the tenant's log in the
+    /// same transaction: it exists exactly when the batch was dead-lettered.
+    pub record: Option<&'a AuditEvent>,
+}
+
 /// The lease and cursor operations of one node on one destination.
 #[derive(Clone, Debug)]
 pub struct LeaseKey<'a> {
@@ -73,9 +97,11 @@ macro_rules! delivery_sql {
         use sqlx::Row;
         use warden_core::{Error, Result, TenantId};
 
-        use super::{db_err, from_us, us};
+        use super::{append_in, db_err, from_us, us};
+        use crate::EncodedEvent;
         use crate::delivery::{
-            DeadLetter, DeliveryState, LeaseKey, NewDeadLetter, StoredDestination,
+            DeadLetter, DeadLetterBatch, DeliveryStart, DeliveryState, LeaseKey,
+            StoredDestination,
         };
 
         fn destination_from_row(r: &$row) -> Result<StoredDestination> {
@@ -92,6 +118,50 @@ macro_rules! delivery_sql {
         }
 
         impl $store {
+            /// Creates a destination unless the name is taken (false); with
+            /// [`DeliveryStart::Now`] its cursor is written at the log head in the same
+            /// transaction.
+            pub(crate) async fn dest_create(
+                &self,
+                d: &StoredDestination,
+                start: DeliveryStart,
+            ) -> Result<bool> {
+                let mut tx = self.pool.begin().await.map_err(db_err)?;
+                // The insert first: it takes the write lock, so the head read below is the
+                // head as of the creation.
+                let r = sqlx::query(
+                    "INSERT INTO destinations (tenant, name, spec, origin, created_us, updated_us) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant, name) DO NOTHING",
+                )
+                .bind(d.tenant.as_str())
+                .bind(&d.name)
+                .bind(d.spec.to_string())
+                .bind(&d.origin)
+                .bind(us(d.created_at))
+                .bind(us(d.updated_at))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+                if r.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                if start == DeliveryStart::Now {
+                    // `WHERE true`: SQLite needs it to read ON CONFLICT after a SELECT.
+                    sqlx::query(
+                        "INSERT INTO delivery_state (tenant, destination, next_seq, circuit) \
+                         SELECT $1, $2, COALESCE((SELECT size FROM merkle_heads WHERE tenant = $1), 0), 'closed' \
+                         WHERE true ON CONFLICT (tenant, destination) DO UPDATE SET next_seq = excluded.next_seq",
+                    )
+                    .bind(d.tenant.as_str())
+                    .bind(&d.name)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                }
+                tx.commit().await.map_err(db_err)?;
+                Ok(true)
+            }
+
             /// Inserts or replaces a destination; the previous one, if any.
             pub(crate) async fn dest_put(
                 &self,
@@ -275,17 +345,25 @@ macro_rules! delivery_sql {
                 Ok(r.rows_affected() == 1)
             }
 
-            /// Dead-letters `letters` and moves the cursor from `from` to `to`, in one
-            /// transaction, under the same conditions as [`Self::dest_advance`].
+            /// Dead-letters the batch's letters, moves the cursor from `from` to `to` and
+            /// appends its record, in one transaction, under the same conditions as
+            /// [`Self::dest_advance`].
             pub(crate) async fn dest_dead_letter(
                 &self,
                 k: &LeaseKey<'_>,
-                from: u64,
-                to: u64,
-                letters: &[NewDeadLetter],
-                attempts: u32,
-                error: &str,
+                b: &DeadLetterBatch<'_>,
             ) -> Result<bool> {
+                if let Some(e) = b.record
+                    && e.header.tenant != k.tenant.as_str()
+                {
+                    return Err(Error::internal(format!(
+                        "a dead letter of tenant {} carries an event of tenant {}",
+                        k.tenant, e.header.tenant
+                    )));
+                }
+                // Encoded before the write lock is taken, as the audit pipeline does.
+                let encoded: Vec<EncodedEvent> =
+                    b.record.iter().map(|e| EncodedEvent::of(e, false)).collect();
                 let mut tx = self.pool.begin().await.map_err(db_err)?;
                 // The conditional update first: it takes the write lock, and decides.
                 let r = sqlx::query(
@@ -295,8 +373,8 @@ macro_rules! delivery_sql {
                 .bind(k.tenant.as_str())
                 .bind(k.destination)
                 .bind(k.owner)
-                .bind(from as i64)
-                .bind(to as i64)
+                .bind(b.from as i64)
+                .bind(b.to as i64)
                 .execute(&mut *tx)
                 .await
                 .map_err(db_err)?;
@@ -304,7 +382,7 @@ macro_rules! delivery_sql {
                     return Ok(false);
                 }
                 let now = us(Utc::now());
-                for l in letters {
+                for l in b.letters {
                     sqlx::query(
                         "INSERT INTO dead_letters (tenant, destination, seq, event_id, attempts, error, created_us) \
                          VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant, destination, seq) DO NOTHING",
@@ -313,13 +391,15 @@ macro_rules! delivery_sql {
                     .bind(k.destination)
                     .bind(l.seq as i64)
                     .bind(&l.event_id)
-                    .bind(i64::from(attempts))
-                    .bind(error)
+                    .bind(i64::from(b.attempts))
+                    .bind(b.error)
                     .bind(now)
                     .execute(&mut *tx)
                     .await
                     .map_err(db_err)?;
                 }
+                // The Merkle head is read under the write lock the update above holds.
+                append_in(&mut tx, encoded).await?;
                 tx.commit().await.map_err(db_err)?;
                 Ok(true)
             }

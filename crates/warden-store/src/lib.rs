@@ -34,7 +34,10 @@ use warden_core::{
 };
 
 pub use database::{Database, OpenOptions, open};
-pub use delivery::{DeadLetter, DeliveryState, LeaseKey, NewDeadLetter, StoredDestination};
+pub use delivery::{
+    DeadLetter, DeadLetterBatch, DeliveryStart, DeliveryState, LeaseKey, NewDeadLetter,
+    StoredDestination,
+};
 pub use model::*;
 pub use postgres::PgStore;
 pub use recorded::{DecisionCursor, DecisionPage, DecisionWindow, RecordedDecision};
@@ -285,6 +288,11 @@ pub trait Store: Send + Sync + 'static {
     // --- Delivery to stream destinations --------------------------------------------------
     // The audit log is the outbox; see [`delivery`]. Every query takes the tenant.
 
+    /// Creates a destination unless one of that name exists (false, nothing written). With
+    /// [`DeliveryStart::Now`] its cursor is put at the tenant's log head in the same
+    /// transaction: events committed before are never delivered, every later one is.
+    async fn create_destination(&self, d: &StoredDestination, start: DeliveryStart)
+    -> Result<bool>;
     /// Inserts or replaces a destination; returns the one it replaced.
     async fn put_destination(&self, d: &StoredDestination) -> Result<Option<StoredDestination>>;
     /// Removes a destination with its cursor, lease and dead letters; returns it.
@@ -313,17 +321,10 @@ pub trait Store: Send + Sync + 'static {
     /// `from`; false (nothing written) otherwise.
     async fn advance_delivery_cursor(&self, key: &LeaseKey<'_>, from: u64, to: u64)
     -> Result<bool>;
-    /// Dead-letters events and moves the cursor past them in one transaction, under the
-    /// conditions of [`Store::advance_delivery_cursor`].
-    async fn dead_letter(
-        &self,
-        key: &LeaseKey<'_>,
-        from: u64,
-        to: u64,
-        letters: &[NewDeadLetter],
-        attempts: u32,
-        error: &str,
-    ) -> Result<bool>;
+    /// Dead-letters a batch's events, moves the cursor past them and appends the batch's
+    /// audit record (if any) in one transaction, under the conditions of
+    /// [`Store::advance_delivery_cursor`]; false (nothing written) otherwise.
+    async fn dead_letter(&self, key: &LeaseKey<'_>, batch: &DeadLetterBatch<'_>) -> Result<bool>;
     /// The delivering node's report: circuit state and, when given, the last error.
     async fn record_delivery_status(
         &self,

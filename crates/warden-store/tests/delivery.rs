@@ -10,8 +10,10 @@ use std::sync::Arc;
 use chrono::{Duration, Utc};
 use common::{Backend, TestDb};
 use serde_json::json;
-use warden_core::TenantId;
-use warden_store::{LeaseKey, NewDeadLetter, Store, StoredDestination};
+use warden_core::{Actor, AuditEvent, TenantId};
+use warden_store::{
+    DeadLetterBatch, DeliveryStart, LeaseKey, NewDeadLetter, NewEvent, Store, StoredDestination,
+};
 
 fn tenant(t: &str) -> TenantId {
     TenantId::parse(t).unwrap()
@@ -202,8 +204,17 @@ async fn dead_letters_move_with_the_cursor_and_replay_removes_them(b: Backend) {
             event_id: format!("ev-{i}"),
         })
         .collect();
+    let record = event("acme", "destination.dead_lettered");
+    let batch = |from| DeadLetterBatch {
+        from,
+        to: 5,
+        letters: &letters,
+        attempts: 4,
+        error: "boom",
+        record: Some(&record),
+    };
     assert!(
-        !s.dead_letter(&a, 3, 5, &letters, 4, "boom").await.unwrap(),
+        !s.dead_letter(&a, &batch(3)).await.unwrap(),
         "cursor is at 0, not 3"
     );
     assert_eq!(
@@ -211,9 +222,39 @@ async fn dead_letters_move_with_the_cursor_and_replay_removes_them(b: Backend) {
         0,
         "nothing written"
     );
-    assert!(s.dead_letter(&a, 0, 5, &letters, 4, "boom").await.unwrap());
+    assert_eq!(
+        s.merkle_head(&t).await.unwrap().size,
+        0,
+        "no record of a batch that was not dead-lettered"
+    );
+    assert!(s.dead_letter(&a, &batch(0)).await.unwrap());
     let st = s.delivery_state(&t, "siem").await.unwrap();
     assert_eq!((st.next_seq, st.dead_letters), (5, 5));
+    let logged = s.events_in_order(&t, 0, 10).await.unwrap();
+    assert_eq!(
+        logged.len(),
+        1,
+        "the record is committed with the dead letters"
+    );
+    assert_eq!(logged[0].event.header.id, record.header.id);
+    let other = event("globex", "destination.dead_lettered");
+    assert!(
+        s.dead_letter(
+            &a,
+            &DeadLetterBatch {
+                from: 5,
+                to: 6,
+                letters: &[],
+                attempts: 1,
+                error: "x",
+                record: Some(&other),
+            }
+        )
+        .await
+        .is_err(),
+        "a record of another tenant is refused"
+    );
+    assert_eq!(s.delivery_state(&t, "siem").await.unwrap().next_seq, 5);
     let page = s.dead_letters(&t, "siem", None, 2).await.unwrap();
     assert_eq!(page.iter().map(|d| d.seq).collect::<Vec<_>>(), vec![0, 1]);
     assert_eq!((page[0].attempts, page[0].error.as_str()), (4, "boom"));
@@ -237,7 +278,94 @@ async fn dead_letters_move_with_the_cursor_and_replay_removes_them(b: Backend) {
     eprintln!("dead-lettered 5, removed 2, 3 left, all gone with the destination");
 }
 
+fn event(t: &str, event_type: &str) -> AuditEvent {
+    AuditEvent::new(t, t, event_type, "test", Actor::default(), json!({}))
+}
+
+async fn append(s: &Arc<dyn Store>, t: &str, n: usize) {
+    let batch: Vec<NewEvent> = (0..n)
+        .map(|_| NewEvent {
+            event: event(t, "authz.decision"),
+            dedupe: false,
+        })
+        .collect();
+    s.append_events(&batch).await.unwrap();
+}
+
+async fn a_new_destination_starts_at_the_beginning_or_now(b: Backend) {
+    let (_db, s) = store(b).await;
+    let t = tenant("acme");
+    append(&s, "acme", 7).await;
+    append(&s, "globex", 3).await;
+    assert!(
+        s.create_destination(&destination("acme", "history"), DeliveryStart::Beginning)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.create_destination(&destination("acme", "fresh"), DeliveryStart::Now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.create_destination(&destination("initech", "fresh"), DeliveryStart::Now)
+            .await
+            .unwrap(),
+        "a tenant without a log starts at 0"
+    );
+    assert_eq!(s.delivery_state(&t, "history").await.unwrap().next_seq, 0);
+    assert_eq!(
+        s.delivery_state(&t, "fresh").await.unwrap().next_seq,
+        7,
+        "after the tenant's own head, not another tenant's"
+    );
+    assert_eq!(
+        s.delivery_state(&tenant("initech"), "fresh")
+            .await
+            .unwrap()
+            .next_seq,
+        0
+    );
+    // A name that is taken: nothing written, the cursor stays where it is.
+    let mut again = destination("acme", "history");
+    again.spec["url"] = json!("http://127.0.0.1:9/other");
+    assert!(
+        !s.create_destination(&again, DeliveryStart::Now)
+            .await
+            .unwrap()
+    );
+    let kept = s.get_destination(&t, "history").await.unwrap().unwrap();
+    assert_eq!(kept.spec["url"], "http://127.0.0.1:9/h");
+    assert_eq!(s.delivery_state(&t, "history").await.unwrap().next_seq, 0);
+    // The node that takes the lease keeps the cursor it finds.
+    append(&s, "acme", 2).await;
+    let now = Utc::now();
+    let k = LeaseKey {
+        tenant: &t,
+        destination: "fresh",
+        owner: "node-a",
+    };
+    assert!(
+        s.acquire_delivery_lease(&k, now, now + Duration::seconds(30))
+            .await
+            .unwrap()
+    );
+    let st = s.delivery_state(&t, "fresh").await.unwrap();
+    assert_eq!(
+        (st.next_seq, st.lease_owner.as_deref()),
+        (7, Some("node-a"))
+    );
+    let next = s.events_in_order(&t, st.next_seq, 100).await.unwrap();
+    assert_eq!(
+        next.len(),
+        2,
+        "exactly the events recorded after the creation"
+    );
+    eprintln!("beginning at 0, now at 7 of 9; the 2 later events are next");
+}
+
 on_both_backends!(
+    a_new_destination_starts_at_the_beginning_or_now,
     destinations_are_per_tenant,
     only_the_lease_holder_moves_the_cursor,
     dead_letters_move_with_the_cursor_and_replay_removes_them,

@@ -1,4 +1,5 @@
-//! `warden audit verify` and `warden audit export`, reading the store directly (offline).
+//! `warden audit verify` and `warden audit export`, reading the store directly (offline);
+//! retention and legal holds are in [`crate::retention_cmd`].
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use warden_audit::verify::{LogVerifier, StoredCheckpoint, StoredEvent};
 use warden_core::{NamespacePath, TenantId};
 use warden_store::{EventFilter, PageRequest, Store};
 
+use crate::retention_cmd::{HoldCommand, RetentionCommand};
 use crate::token_cmd::StoreArgs;
 
 const PAGE: u32 = 5000;
@@ -69,70 +71,18 @@ pub enum AuditCommand {
         output: Option<PathBuf>,
     },
     // Retention
-    /// Retention rules: purge payloads and delete headers past their time.
+    /// Retention rules: list, set, remove; apply them now.
     #[command(subcommand)]
     Retention(RetentionCommand),
-}
-
-#[derive(Subcommand, Debug)]
-pub enum RetentionCommand {
-    /// Apply every tenant's retention rules now (what the server's scheduled job does).
-    Apply {
-        #[command(flatten)]
-        store: StoreArgs,
-        /// Only this tenant.
-        #[arg(long)]
-        tenant: Option<String>,
-        /// Who runs it, recorded as `cli:NAME` [default: the OS user, $USER].
-        #[arg(long)]
-        by: Option<String>,
-    },
+    /// Legal holds: list, place, release.
+    #[command(subcommand)]
+    Hold(HoldCommand),
 }
 
 pub async fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        AuditCommand::Retention(RetentionCommand::Apply { store, tenant, by }) => {
-            let name = match by.or_else(|| std::env::var("USER").ok()) {
-                Some(n) if !n.trim().is_empty() => n,
-                _ => anyhow::bail!("who is applying retention? pass --by NAME ($USER is not set)"),
-            };
-            let store = store.open_existing().await?;
-            let actor = warden_core::Actor {
-                principal: Some(warden_core::EntityRef {
-                    entity_type: "User".into(),
-                    id: format!("cli:{name}"),
-                }),
-                ..Default::default()
-            };
-            let now = chrono::Utc::now();
-            let outcomes = match tenant {
-                Some(t) => vec![
-                    warden_store::retention::apply_tenant(
-                        store.as_ref(),
-                        &TenantId::parse(&t)?,
-                        now,
-                        "warden.cli",
-                        &actor,
-                    )
-                    .await?,
-                ],
-                None => {
-                    warden_store::retention::apply_all(store.as_ref(), now, "warden.cli", &actor)
-                        .await?
-                }
-            };
-            for o in &outcomes {
-                let blocked: u64 = o.blocked_by_holds.iter().map(|b| b.events).sum();
-                println!(
-                    "{}: {} payloads purged, {} headers deleted, {} events kept by legal holds",
-                    o.tenant, o.payloads_purged, o.headers_deleted, blocked
-                );
-            }
-            if outcomes.is_empty() {
-                println!("no tenant has a retention rule");
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        AuditCommand::Retention(cmd) => crate::retention_cmd::run_retention(cmd).await,
+        AuditCommand::Hold(cmd) => crate::retention_cmd::run_hold(cmd).await,
         AuditCommand::Verify {
             store: args,
             tenant,

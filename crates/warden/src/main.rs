@@ -11,6 +11,7 @@ mod policy_server_cmd;
 mod registry_check;
 mod registry_cmd;
 mod remote;
+mod retention_cmd;
 mod simulate_cmd;
 mod token_cmd;
 // Delivery to stream destinations

@@ -573,3 +573,285 @@ async fn the_server_applies_retention_on_schedule() {
         out.text()
     );
 }
+
+/// Rules and holds from a terminal, with no server: `warden audit retention rules|set|remove`
+/// and `warden audit hold list|place|release` on a real data directory, each change recorded
+/// as `cli:NAME`; a hold keeps its events through a run, and after its release the next run
+/// removes them; the log still verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_and_holds_from_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let d = path_str(&data);
+    create_token(&data, &["--tenant", "acme", "--role", "admin"]).await;
+    append_backdated(&data, "acme/platform/api", 400, 3).await;
+    append_backdated(&data, "acme/legal", 400, 2).await;
+    let run = |args: &[&str]| {
+        let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        all.extend(["--data-dir".to_owned(), d.to_owned()]);
+        async move {
+            let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+            warden(&refs).await
+        }
+    };
+
+    let out = run(&["audit", "retention", "rules"]).await;
+    assert!(out.success(), "{}", out.text());
+    assert!(out.stdout.contains("no retention rule"), "{}", out.text());
+
+    // Refused like the API refuses it, and nothing recorded.
+    for (args, want) in [
+        (
+            vec![
+                "--namespace",
+                "acme",
+                "--payload-days",
+                "30",
+                "--header-days",
+                "7",
+            ],
+            "header_days",
+        ),
+        (
+            vec!["--namespace", "acme", "--payload-days", "0"],
+            "payload_days",
+        ),
+        (
+            vec!["--namespace", "globex", "--payload-days", "1"],
+            "not found",
+        ),
+    ] {
+        let mut a = vec![
+            "audit",
+            "retention",
+            "set",
+            "--tenant",
+            "acme",
+            "--by",
+            "ops",
+        ];
+        a.extend(args);
+        let out = run(&a).await;
+        assert!(
+            !out.success() && out.stderr.contains(want),
+            "{want}: {}",
+            out.text()
+        );
+    }
+    let out = run(&[
+        "audit",
+        "retention",
+        "set",
+        "--tenant",
+        "nobody",
+        "--namespace",
+        "nobody",
+        "--header-days",
+        "1",
+        "--by",
+        "ops",
+    ])
+    .await;
+    assert!(
+        !out.success() && out.stderr.contains("tenant nobody has no audit log"),
+        "{}",
+        out.text()
+    );
+
+    let out = run(&[
+        "audit",
+        "retention",
+        "set",
+        "--tenant",
+        "acme",
+        "--namespace",
+        "acme",
+        "--payload-days",
+        "30",
+        "--header-days",
+        "365",
+        "--by",
+        "ops",
+    ])
+    .await;
+    assert!(out.success(), "{}", out.text());
+    assert!(
+        out.stdout
+            .contains("acme: payloads kept 30 days, headers kept 365 days"),
+        "{}",
+        out.text()
+    );
+    let out = run(&[
+        "audit",
+        "retention",
+        "rules",
+        "--tenant",
+        "acme",
+        "--format",
+        "json",
+    ])
+    .await;
+    assert!(out.success(), "{}", out.text());
+    let rules: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(rules.as_array().unwrap().len(), 1, "{rules}");
+    assert_eq!(rules[0]["namespace"], "acme");
+    assert_eq!(rules[0]["header_days"], 365);
+    assert_eq!(rules[0]["updated_by"], "cli:ops");
+    let out = run(&["audit", "retention", "rules", "--format", "yaml"]).await;
+    assert!(
+        !out.success() && out.stderr.contains("unknown format"),
+        "{}",
+        out.text()
+    );
+
+    let out = run(&[
+        "audit",
+        "hold",
+        "place",
+        "--tenant",
+        "acme",
+        "--namespace",
+        "acme/legal",
+        "--reason",
+        "case 7",
+        "--by",
+        "ops",
+        "--format",
+        "json",
+    ])
+    .await;
+    assert!(out.success(), "{}", out.text());
+    let hold: Value = serde_json::from_str(&out.stdout).unwrap();
+    let id = hold["id"].as_str().unwrap().to_owned();
+    assert_eq!(hold["active"], true);
+    assert_eq!(hold["created_by"], "cli:ops");
+    let out = run(&["audit", "hold", "list", "--tenant", "acme"]).await;
+    assert!(
+        out.success() && out.stdout.contains(&id) && out.stdout.contains("active"),
+        "{}",
+        out.text()
+    );
+
+    // The hold keeps acme/legal's 2 events; the other 3 lose their rows.
+    let out = run(&["audit", "retention", "apply", "--by", "ops"]).await;
+    assert!(
+        out.success()
+            && out.stdout.contains(
+                "acme: 0 payloads purged, 3 headers deleted, 2 events kept by legal holds"
+            ),
+        "{}",
+        out.text()
+    );
+    let legal = "SELECT COUNT(*) FROM audit_events WHERE namespace = 'acme/legal' AND event_type = 'authz.decision'";
+    assert_eq!(sql_count(&data, legal).await, 2);
+
+    let out = run(&[
+        "audit",
+        "hold",
+        "release",
+        &id,
+        "--tenant",
+        "acme",
+        "--reason",
+        "case closed",
+        "--by",
+        "ops",
+    ])
+    .await;
+    assert!(
+        out.success() && out.stdout.contains(&format!("released {id}")),
+        "{}",
+        out.text()
+    );
+    let out = run(&[
+        "audit", "hold", "release", &id, "--tenant", "acme", "--reason", "again", "--by", "ops",
+    ])
+    .await;
+    assert!(
+        !out.success() && out.stderr.contains("already released"),
+        "{}",
+        out.text()
+    );
+    let out = run(&["audit", "hold", "list", "--tenant", "acme", "--active"]).await;
+    assert!(
+        out.success() && out.stdout.contains("no legal hold"),
+        "{}",
+        out.text()
+    );
+
+    let out = run(&[
+        "audit",
+        "retention",
+        "apply",
+        "--tenant",
+        "acme",
+        "--by",
+        "ops",
+    ])
+    .await;
+    assert!(
+        out.success()
+            && out.stdout.contains(
+                "acme: 0 payloads purged, 2 headers deleted, 0 events kept by legal holds"
+            ),
+        "{}",
+        out.text()
+    );
+    assert_eq!(sql_count(&data, legal).await, 0);
+
+    let out = run(&[
+        "audit",
+        "retention",
+        "remove",
+        "--tenant",
+        "acme",
+        "--namespace",
+        "acme",
+        "--by",
+        "ops",
+    ])
+    .await;
+    assert!(out.success(), "{}", out.text());
+    let out = run(&[
+        "audit",
+        "retention",
+        "remove",
+        "--tenant",
+        "acme",
+        "--namespace",
+        "acme",
+        "--by",
+        "ops",
+    ])
+    .await;
+    assert!(
+        !out.success() && out.stderr.contains("no retention rule for namespace acme"),
+        "{}",
+        out.text()
+    );
+
+    // Every change is in the audit trail, from the CLI, in the namespace it concerns.
+    let events = export(&data).await;
+    for (t, n, ns) in [
+        ("audit.retention.rule_set", 1, "acme"),
+        ("audit.legal_hold.placed", 1, "acme/legal"),
+        ("audit.legal_hold.released", 1, "acme/legal"),
+        ("audit.retention.rule_deleted", 1, "acme"),
+        ("audit.retention.applied", 2, "acme"),
+    ] {
+        let of: Vec<&Value> = events.iter().filter(|e| e["type"] == t).collect();
+        assert_eq!(of.len(), n, "{t}");
+        assert!(
+            of.iter()
+                .all(|e| e["source"] == "warden.cli" && e["namespace"] == ns),
+            "{t}: {of:?}"
+        );
+    }
+    // No server ran, so no checkpoint key exists: the hashes and retention records are checked.
+    let out = run(&["audit", "verify", "--allow-unsigned"]).await;
+    assert!(
+        out.success() && out.stdout.contains("5 headers expired"),
+        "{}",
+        out.text()
+    );
+}

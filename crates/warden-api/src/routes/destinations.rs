@@ -206,17 +206,19 @@ pub async fn create(
     writer(&caller)?;
     let tenant = caller.token.tenant.clone();
     check(&spec, &tenant)?;
+    let exists = || {
+        Error::Conflict(format!(
+            "destination {} exists; PUT /api/v1/destinations/{} replaces it",
+            spec.name, spec.name
+        ))
+    };
     if state
         .store
         .get_destination(&tenant, &spec.name)
         .await?
         .is_some()
     {
-        return Err(Error::Conflict(format!(
-            "destination {} exists; PUT /api/v1/destinations/{} replaces it",
-            spec.name, spec.name
-        ))
-        .into());
+        return Err(exists().into());
     }
     let now = Utc::now();
     let stored = StoredDestination {
@@ -238,7 +240,11 @@ pub async fn create(
             json!({"destination": stored.spec}),
         ))
         .await?;
-    state.store.put_destination(&stored).await?;
+    // The cursor is placed with the creation, so `start: now` misses nothing recorded after.
+    let start = spec.start.unwrap_or_default().delivery_start();
+    if !state.store.create_destination(&stored, start).await? {
+        return Err(exists().into());
+    }
     Ok((StatusCode::CREATED, Json(view(stored)?)))
 }
 
@@ -434,7 +440,13 @@ pub async fn declare_configured(state: &AppState) -> anyhow::Result<()> {
             .pipeline
             .record(event(tenant, event_type, "warden.config", actor, payload))
             .await?;
-        state.store.put_destination(&stored).await?;
+        if before.is_none() {
+            let start = spec.start.unwrap_or_default().delivery_start();
+            // false: another node with the same file created it meanwhile.
+            state.store.create_destination(&stored, start).await?;
+        } else {
+            state.store.put_destination(&stored).await?;
+        }
         tracing::info!(%tenant, destination = %spec.name, "destination from the configuration file");
     }
     Ok(())

@@ -7,17 +7,17 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
-use warden_core::retention::{LegalHold, RetentionRule, validate_days};
-use warden_core::{AuditEvent, Error, NamespacePath, Role, catalog};
+use warden_core::retention::{LegalHold, RetentionRule};
+use warden_core::{AuditEvent, Error, NamespacePath, Role};
 use warden_store::retention::{RetentionOutcome, apply_tenant};
 
 use crate::extract::{Caller, JsonBody};
 use crate::problem::{ApiResult, Problem};
 use crate::query::QueryParams;
+use crate::retention_changes::{self, Author, NewHold};
 use crate::state::AppState;
 
-/// Longest reason accepted for a hold or its release, in bytes.
-pub const MAX_REASON_BYTES: usize = 4096;
+pub use crate::retention_changes::MAX_REASON_BYTES;
 
 fn can_change(caller: &Caller) -> Result<(), Problem> {
     caller.require(
@@ -144,40 +144,22 @@ pub struct ReleaseHold {
     pub reason: String,
 }
 
-fn check_reason(reason: &str) -> Result<(), Error> {
-    if reason.trim().is_empty() {
-        return Err(Error::invalid("reason must not be empty"));
+fn author(caller: &Caller) -> Author {
+    Author {
+        actor: caller.actor(),
+        source: "warden.api",
+        by: format!("token:{}", caller.token.id),
     }
-    if reason.len() > MAX_REASON_BYTES {
-        return Err(Error::invalid(format!(
-            "reason is longer than {MAX_REASON_BYTES} bytes"
-        )));
-    }
-    Ok(())
 }
 
-fn admin_event(
-    caller: &Caller,
-    ns: &str,
-    event_type: &str,
-    action: &str,
-    payload: serde_json::Value,
-) -> AuditEvent {
-    let mut e = AuditEvent::new(
-        caller.token.tenant.as_str(),
-        ns,
-        event_type,
-        "warden.api",
-        caller.actor(),
-        payload,
-    );
-    e.header.action = Some(action.into());
-    e
+/// Records through the server's audit pipeline.
+fn recorder(state: &AppState) -> impl FnOnce(AuditEvent) -> RecordFuture {
+    let pipeline = state.pipeline.clone();
+    move |e| Box::pin(async move { pipeline.record(e).await.map(|_| ()) })
 }
 
-fn author(caller: &Caller) -> String {
-    format!("token:{}", caller.token.id)
-}
+type RecordFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = warden_core::Result<()>> + Send>>;
 
 #[utoipa::path(
     get, path = "/api/v1/retention", tag = "retention",
@@ -206,37 +188,16 @@ pub async fn put_rule(
     can_change(&caller)?;
     whole_tenant(&caller)?;
     caller.check_namespace(&req.namespace)?;
-    validate_days(req.payload_days, req.header_days)?;
-    let rule = RetentionRule {
-        tenant: caller.token.tenant.clone(),
-        namespace: req.namespace,
-        payload_days: req.payload_days,
-        header_days: req.header_days,
-        updated_by: author(&caller),
-        updated_at: Utc::now(),
-    };
-    let before = state
-        .store
-        .retention_rules(&caller.token.tenant)
-        .await?
-        .into_iter()
-        .find(|r| r.namespace == rule.namespace);
-    // Recorded before the rule is stored: no rule takes effect unrecorded.
-    state
-        .pipeline
-        .record(admin_event(
-            &caller,
-            rule.namespace.as_str(),
-            catalog::AUDIT_RETENTION_RULE_SET,
-            "update",
-            serde_json::json!({
-                "namespace": rule.namespace,
-                "before": before.as_ref().map(|b| serde_json::json!({"payload_days": b.payload_days, "header_days": b.header_days})),
-                "after": {"payload_days": rule.payload_days, "header_days": rule.header_days},
-            }),
-        ))
-        .await?;
-    state.store.put_retention_rule(&rule).await?;
+    let rule = retention_changes::set_rule(
+        state.store.as_ref(),
+        &caller.token.tenant,
+        req.namespace,
+        req.payload_days,
+        req.header_days,
+        &author(&caller),
+        recorder(&state),
+    )
+    .await?;
     Ok(Json((&rule).into()))
 }
 
@@ -254,30 +215,14 @@ pub async fn delete_rule(
     whole_tenant(&caller)?;
     let ns = NamespacePath::parse(&q.namespace)?;
     caller.check_namespace(&ns)?;
-    let tenant = &caller.token.tenant;
-    let Some(existing) = state
-        .store
-        .retention_rules(tenant)
-        .await?
-        .into_iter()
-        .find(|r| r.namespace == ns)
-    else {
-        return Err(Error::not_found(format!("no retention rule for namespace {ns}")).into());
-    };
-    state
-        .pipeline
-        .record(admin_event(
-            &caller,
-            ns.as_str(),
-            catalog::AUDIT_RETENTION_RULE_DELETED,
-            "delete",
-            serde_json::json!({
-                "namespace": ns,
-                "before": {"payload_days": existing.payload_days, "header_days": existing.header_days},
-            }),
-        ))
-        .await?;
-    state.store.delete_retention_rule(tenant, &ns).await?;
+    let existing = retention_changes::remove_rule(
+        state.store.as_ref(),
+        &caller.token.tenant,
+        &ns,
+        &author(&caller),
+        recorder(&state),
+    )
+    .await?;
     Ok(Json((&existing).into()))
 }
 
@@ -332,40 +277,19 @@ pub async fn place_hold(
     if let Some(ns) = &req.namespace {
         caller.check_namespace(ns)?;
     }
-    if let (Some(from), Some(to)) = (req.from, req.to)
-        && from >= to
-    {
-        return Err(Error::invalid("from must be before to").into());
-    }
-    check_reason(&req.reason)?;
-    let hold = LegalHold {
-        id: Uuid::now_v7(),
-        tenant: caller.token.tenant.clone(),
-        namespace: req.namespace,
-        from: req.from,
-        to: req.to,
-        reason: req.reason,
-        created_by: author(&caller),
-        created_at: Utc::now(),
-        released_by: None,
-        released_reason: None,
-        released_at: None,
-    };
-    let ns = hold
-        .namespace
-        .clone()
-        .unwrap_or_else(|| hold.tenant.root_namespace());
-    state
-        .pipeline
-        .record(admin_event(
-            &caller,
-            ns.as_str(),
-            catalog::AUDIT_LEGAL_HOLD_PLACED,
-            "create",
-            serde_json::json!({"hold": HoldView::from(&hold)}),
-        ))
-        .await?;
-    state.store.place_legal_hold(&hold).await?;
+    let hold = retention_changes::place_hold(
+        state.store.as_ref(),
+        &caller.token.tenant,
+        NewHold {
+            namespace: req.namespace,
+            from: req.from,
+            to: req.to,
+            reason: req.reason,
+        },
+        &author(&caller),
+        recorder(&state),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json((&hold).into())))
 }
 
@@ -383,41 +307,17 @@ pub async fn release_hold(
 ) -> ApiResult<Json<HoldView>> {
     can_change(&caller)?;
     whole_tenant(&caller)?;
-    let tenant = &caller.token.tenant;
-    let not_found = || Error::not_found(format!("legal hold {id} not found"));
-    let uuid = Uuid::parse_str(&id).map_err(|_| not_found())?;
-    check_reason(&req.reason)?;
-    let Some(hold) = state
-        .store
-        .legal_holds(tenant)
-        .await?
-        .into_iter()
-        .find(|h| h.id == uuid)
-    else {
-        return Err(not_found().into());
-    };
-    if !hold.is_active() {
-        return Err(Error::Conflict(format!("legal hold {id} was already released")).into());
-    }
-    let ns = hold
-        .namespace
-        .clone()
-        .unwrap_or_else(|| tenant.root_namespace());
-    // Recorded before the release: until the event is durable the hold stays in force.
-    state
-        .pipeline
-        .record(admin_event(
-            &caller,
-            ns.as_str(),
-            catalog::AUDIT_LEGAL_HOLD_RELEASED,
-            "update",
-            serde_json::json!({"hold": {"id": hold.id}, "reason": req.reason}),
-        ))
-        .await?;
-    let released = state
-        .store
-        .release_legal_hold(tenant, uuid, &author(&caller), &req.reason, Utc::now())
-        .await?
-        .ok_or_else(not_found)?;
+    // An id that is not a UUID names no hold.
+    let uuid =
+        Uuid::parse_str(&id).map_err(|_| Error::not_found(format!("legal hold {id} not found")))?;
+    let released = retention_changes::release_hold(
+        state.store.as_ref(),
+        &caller.token.tenant,
+        uuid,
+        &req.reason,
+        &author(&caller),
+        recorder(&state),
+    )
+    .await?;
     Ok(Json((&released).into()))
 }

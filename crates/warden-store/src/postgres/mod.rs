@@ -26,7 +26,9 @@ use warden_core::{
     NewApproval, Result, Role, TenantId,
 };
 
-use crate::delivery::{DeadLetter, DeliveryState, LeaseKey, NewDeadLetter, StoredDestination};
+use crate::delivery::{
+    DeadLetter, DeadLetterBatch, DeliveryStart, DeliveryState, LeaseKey, StoredDestination,
+};
 use crate::model::*;
 use crate::registry::{
     AgentFilter, HistoryEntry, HistoryFilter, RegistryChange, RegistryRows, ServerFilter,
@@ -958,6 +960,13 @@ impl Store for PgStore {
         retention::expired_leaves(&self.pool, tenant, from_seq, limit).await
     }
     // Delivery
+    async fn create_destination(
+        &self,
+        d: &StoredDestination,
+        start: DeliveryStart,
+    ) -> Result<bool> {
+        self.dest_create(d, start).await
+    }
     async fn put_destination(&self, d: &StoredDestination) -> Result<Option<StoredDestination>> {
         self.dest_put(d).await
     }
@@ -1000,17 +1009,8 @@ impl Store for PgStore {
     ) -> Result<bool> {
         self.dest_advance(key, from, to).await
     }
-    async fn dead_letter(
-        &self,
-        key: &LeaseKey<'_>,
-        from: u64,
-        to: u64,
-        letters: &[NewDeadLetter],
-        attempts: u32,
-        error: &str,
-    ) -> Result<bool> {
-        self.dest_dead_letter(key, from, to, letters, attempts, error)
-            .await
+    async fn dead_letter(&self, key: &LeaseKey<'_>, batch: &DeadLetterBatch<'_>) -> Result<bool> {
+        self.dest_dead_letter(key, batch).await
     }
     async fn record_delivery_status(
         &self,
