@@ -48,6 +48,14 @@ pub struct AnalyticsConfig {
     pub user: Option<String>,
     /// The user's password, as a reference (`env:NAME` or `file:/path`), never the value.
     pub password: Option<SecretRef>,
+    /// How long the feeder's lease (`analytics.feeder`, one feeding node per cluster) lasts
+    /// unless renewed: another node takes over this long after the holder stopped renewing.
+    /// `None`: [`AnalyticsConfig::lease_ttl`] derives it from `interval`.
+    pub lease_ttl: Option<Duration>,
+    /// Drop ClickHouse partitions wholly older than this many days (see
+    /// [`crate::retention`]); `None` keeps them forever. One setting for the whole table:
+    /// every partition holds every tenant's events.
+    pub retention_days: Option<u32>,
 }
 
 pub const DEFAULT_DATABASE: &str = "warden";
@@ -57,6 +65,11 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 /// `max_insert_block_size` (1,048,576 rows), so it lands whole or, split by partition, in
 /// log order.
 pub const MAX_BATCH: usize = 1_000_000;
+/// The shortest derived lease: long enough that a node busy with one slow insert or a slow
+/// store read does not lose its lease to a standby node in between.
+pub const MIN_DERIVED_LEASE_TTL: Duration = Duration::from_secs(15);
+/// A derived lease lasts this many feed intervals (at least [`MIN_DERIVED_LEASE_TTL`]).
+pub const LEASE_INTERVALS: u32 = 10;
 
 impl AnalyticsConfig {
     pub fn new(clickhouse_url: impl Into<String>) -> AnalyticsConfig {
@@ -68,7 +81,17 @@ impl AnalyticsConfig {
             interval: DEFAULT_INTERVAL,
             user: None,
             password: None,
+            lease_ttl: None,
+            retention_days: None,
         }
+    }
+
+    /// The feeder's lease duration: as set, or [`LEASE_INTERVALS`] feed intervals and at
+    /// least [`MIN_DERIVED_LEASE_TTL`]. The holder renews it before every pass and every
+    /// batch, so it outlives a holder only by this much.
+    pub fn lease_ttl(&self) -> Duration {
+        self.lease_ttl
+            .unwrap_or_else(|| (self.interval * LEASE_INTERVALS).max(MIN_DERIVED_LEASE_TTL))
     }
 
     /// Checks what the settings can be checked for without connecting.
@@ -96,6 +119,19 @@ impl AnalyticsConfig {
         }
         if self.interval.is_zero() {
             return Err("interval must be longer than zero".into());
+        }
+        if let Some(ttl) = self.lease_ttl
+            && ttl < self.interval * 2
+        {
+            return Err(format!(
+                "lease_ttl ({ttl:?}) must be at least twice the interval ({:?}): the holder renews it once per pass",
+                self.interval
+            ));
+        }
+        if self.retention_days == Some(0) {
+            return Err(
+                "retention_days must be at least 1 (leave it out to keep the copy forever)".into(),
+            );
         }
         Ok(())
     }

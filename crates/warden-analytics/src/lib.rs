@@ -10,12 +10,14 @@
 //!
 //! Everything runs over ClickHouse's HTTP interface ([`client`]) and works on the ClickHouse
 //! that Debian packages (18.16) as on current releases: no TTL, codecs, `DateTime64`, `Map` or
-//! projections; retention drops whole partitions ([`schema::drop_partitions_before`]).
+//! projections; retention drops whole partitions ([`schema::drop_partitions_before`]), and
+//! the system of record's payload purges reach the copy as mutations ([`retention`]).
 
 pub mod client;
 pub mod config;
 pub mod feeder;
 pub mod report;
+pub mod retention;
 pub mod row;
 pub mod schema;
 pub mod testing;

@@ -96,6 +96,17 @@ pub async fn partitions(ch: &ClickHouse) -> Result<Vec<String>, ClickHouseError>
         .collect())
 }
 
+/// The first instant of a partition (`YYYYMM` → the month's first day, `YYYYMMDD` → the
+/// day), or `None` for an id of another shape.
+pub fn partition_start(id: &str) -> Option<DateTime<Utc>> {
+    let day = match id.len() {
+        6 => NaiveDate::parse_from_str(&format!("{id}01"), "%Y%m%d").ok()?,
+        8 => NaiveDate::parse_from_str(id, "%Y%m%d").ok()?,
+        _ => return None,
+    };
+    Some(day.and_hms_opt(0, 0, 0)?.and_utc())
+}
+
 /// The first instant after a partition (`YYYYMM` → the next month's first day, `YYYYMMDD` →
 /// the next day), or `None` for an id of another shape.
 pub fn partition_end(id: &str) -> Option<DateTime<Utc>> {
@@ -117,14 +128,29 @@ pub fn partition_end(id: &str) -> Option<DateTime<Utc>> {
 
 /// Retention: drops every partition that lies entirely before `cutoff` (events older than it
 /// go, a partition straddling it stays whole until it is all older). Returns the dropped
-/// partition ids. The system of record keeps its own copy under its own retention.
+/// partition ids. The system of record keeps its own copy under its own retention. The
+/// scheduled retention ([`crate::retention`]) goes through [`drop_partitions_before_except`]
+/// to spare partitions under a legal hold.
 pub async fn drop_partitions_before(
     ch: &ClickHouse,
     cutoff: DateTime<Utc>,
 ) -> Result<Vec<String>, ClickHouseError> {
+    drop_partitions_before_except(ch, cutoff, |_, _, _| false).await
+}
+
+/// [`drop_partitions_before`], keeping every partition for whose id and time range
+/// `[start, end)` `keep(id, start, end)` is true.
+pub async fn drop_partitions_before_except(
+    ch: &ClickHouse,
+    cutoff: DateTime<Utc>,
+    keep: impl Fn(&str, DateTime<Utc>, DateTime<Utc>) -> bool,
+) -> Result<Vec<String>, ClickHouseError> {
     let mut dropped = Vec::new();
     for id in partitions(ch).await? {
-        if partition_end(&id).is_some_and(|end| end <= cutoff) {
+        let (Some(start), Some(end)) = (partition_start(&id), partition_end(&id)) else {
+            continue;
+        };
+        if end <= cutoff && !keep(&id, start, end) {
             ch.execute(&format!(
                 "ALTER TABLE {} DROP PARTITION ID {}",
                 ch.table(TABLE),
@@ -148,6 +174,12 @@ mod tests {
         assert_eq!(partition_end("202612"), Some(at("2027-01-01T00:00:00Z")));
         assert_eq!(partition_end("20261130"), Some(at("2026-12-01T00:00:00Z")));
         assert_eq!(partition_end("all"), None);
+        assert_eq!(partition_start("202612"), Some(at("2026-12-01T00:00:00Z")));
+        assert_eq!(
+            partition_start("20261130"),
+            Some(at("2026-11-30T00:00:00Z"))
+        );
+        assert_eq!(partition_start("all"), None);
     }
 
     #[test]

@@ -291,7 +291,8 @@ async fn reports_from_clickhouse_equal_the_store(b: Backend) {
 
 on_both_backends!(
     events_arrive_exactly_once,
-    reports_from_clickhouse_equal_the_store
+    reports_from_clickhouse_equal_the_store,
+    purges_reach_clickhouse
 );
 
 #[tokio::test]
@@ -399,4 +400,392 @@ async fn a_lost_table_is_created_again_and_the_batch_sent_again() {
         "the same batch, into a new table"
     );
     assert_eq!(counts(&client, "acme").await, (more, more, more));
+}
+
+/// Polls `cond` every 20 ms until it holds, for at most `secs` seconds.
+async fn eventually(secs: u64, what: &str, mut cond: impl AsyncFnMut() -> bool) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !cond().await {
+        assert!(
+            std::time::Instant::now() < until,
+            "not within {secs}s: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+fn active(stats: &warden_analytics::FeedStats) -> i64 {
+    stats.active.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Two nodes over one PostgreSQL database and one ClickHouse database: one feeds at a time;
+/// when it dies (no release) the other takes over once the lease expired, when it stops
+/// gracefully (release) a third takes over at once; every event is in ClickHouse once.
+#[tokio::test]
+async fn one_feeder_per_cluster() {
+    let Some(ch) = TestClickHouse::new().await else {
+        return;
+    };
+    let db = TestDb::new(Backend::Postgres).await;
+    let now = Utc::now();
+    let lease_ttl = std::time::Duration::from_secs(2);
+    let node = |name: &str, store: Arc<dyn Store>| {
+        let mut config = ch.config();
+        config.batch = 100;
+        config.lease_ttl = Some(lease_ttl);
+        Feeder::new(store, config).unwrap().owned_by(name)
+    };
+    let mut total = record(db.open().await.as_ref(), "acme", 300, now).await as u64;
+    total += record(db.open().await.as_ref(), "globex", 100, now).await as u64;
+
+    let (a, b) = (
+        node("node-a", db.open().await),
+        node("node-b", db.open().await),
+    );
+    let (sa, sb) = (a.stats(), b.stats());
+    let (stop_a, rx_a) = tokio::sync::watch::channel(false);
+    let (stop_b, rx_b) = tokio::sync::watch::channel(false);
+    let task_a = tokio::spawn(a.run(rx_a));
+    let task_b = tokio::spawn(b.run(rx_b));
+    let client = ch.client();
+    let writer = db.open().await;
+    // Exactly one holds the lease at every look while events keep coming.
+    for round in 0..5 {
+        total += record(writer.as_ref(), "acme", 20, now).await as u64;
+        for _ in 0..10 {
+            let (x, y) = (active(&sa), active(&sb));
+            assert!(x + y <= 1, "both nodes feed (round {round})");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    eventually(30, "every event in ClickHouse", async || {
+        counts(&client, "acme").await.1 + counts(&client, "globex").await.1 == total
+    })
+    .await;
+    assert_eq!(active(&sa) + active(&sb), 1, "one node feeds");
+    let (holder, holder_stop, standby, standby_task, standby_stop) = if active(&sa) == 1 {
+        (task_a, stop_a, sb.clone(), task_b, stop_b)
+    } else {
+        (task_b, stop_b, sa.clone(), task_a, stop_a)
+    };
+    // The standby node knows how far ClickHouse got (its reports may read it).
+    eventually(20, "the standby sees ClickHouse current", async || {
+        standby.is_current("acme") && standby.is_current("globex")
+    })
+    .await;
+
+    // The holder dies without releasing: the standby takes over once the lease expired.
+    holder.abort();
+    let _ = holder.await;
+    drop(holder_stop);
+    let died = std::time::Instant::now();
+    let more = record(writer.as_ref(), "globex", 40, now).await as u64;
+    total += more;
+    eventually(20, "the standby takes over", async || active(&standby) == 1).await;
+    let took = died.elapsed();
+    assert!(
+        took >= lease_ttl - std::time::Duration::from_millis(300),
+        "taken over after {took:?}, before the lease of {lease_ttl:?} expired"
+    );
+    eventually(30, "the new holder feeds", async || {
+        counts(&client, "globex").await.1 + counts(&client, "acme").await.1 == total
+    })
+    .await;
+
+    // A graceful stop releases the lease: a third node takes over without waiting for it.
+    let c = node("node-c", db.open().await);
+    let sc = c.stats();
+    let (stop_c, rx_c) = tokio::sync::watch::channel(false);
+    let task_c = tokio::spawn(c.run(rx_c));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(active(&sc), 0, "node-c stands by while the lease is held");
+    standby_stop.send(true).unwrap();
+    standby_task.await.unwrap();
+    assert_eq!(active(&standby), 0);
+    let stopped = std::time::Instant::now();
+    eventually(20, "node-c takes over", async || active(&sc) == 1).await;
+    assert!(
+        stopped.elapsed() < lease_ttl - std::time::Duration::from_millis(500),
+        "released, yet taken over only after {:?}",
+        stopped.elapsed()
+    );
+    total += record(writer.as_ref(), "acme", 25, now).await as u64;
+    eventually(30, "node-c feeds", async || {
+        counts(&client, "globex").await.1 + counts(&client, "acme").await.1 == total
+    })
+    .await;
+    stop_c.send(true).unwrap();
+    task_c.await.unwrap();
+
+    // Every event once, exactly: count FINAL and uniqExact(id) agree with the store.
+    let (fa, ua, _) = counts(&client, "acme").await;
+    let (fg, ug, _) = counts(&client, "globex").await;
+    assert_eq!((fa + fg, ua + ug), (total, total));
+    let dup = scalar(
+        &client,
+        &format!(
+            "SELECT count() FROM (SELECT id FROM {} FINAL GROUP BY id HAVING count() > 1)",
+            client.table(schema::TABLE)
+        ),
+    )
+    .await;
+    assert_eq!(dup, 0, "no event twice after FINAL");
+    let mut metrics = String::new();
+    sc.render(&mut metrics);
+    assert!(
+        metrics.contains("warden_analytics_feeder_active 0"),
+        "{metrics}"
+    );
+}
+
+fn hold(
+    tenant: &str,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+) -> warden_core::retention::LegalHold {
+    warden_core::retention::LegalHold {
+        id: uuid::Uuid::now_v7(),
+        tenant: TenantId::parse(tenant).unwrap(),
+        namespace: Some(NamespacePath::parse(&format!("{tenant}/legal")).unwrap()),
+        from,
+        to,
+        reason: "case 42".into(),
+        created_by: "test".into(),
+        created_at: Utc::now(),
+        released_by: None,
+        released_reason: None,
+        released_at: None,
+    }
+}
+
+/// `retention_days` drops the partitions wholly older than it, never one that an active legal
+/// hold of any tenant reaches into; the running feeder does it at start.
+#[tokio::test]
+async fn retention_days_drops_old_partitions_unless_held() {
+    let Some(ch) = TestClickHouse::new().await else {
+        return;
+    };
+    let db = TestDb::new(Backend::Sqlite).await;
+    let store = db.open().await;
+    let now = Utc::now();
+    let old = now - Duration::days(70);
+    let events = |time: DateTime<Utc>, n: usize| -> Vec<NewEvent> {
+        (0..n)
+            .map(|_| NewEvent {
+                event: decision(
+                    "acme",
+                    "acme",
+                    Some("ci-bot"),
+                    None,
+                    "x__y",
+                    Outcome::Allow,
+                    time,
+                ),
+                dedupe: false,
+            })
+            .collect()
+    };
+    store.append_events(&events(old, 7)).await.unwrap();
+    store.append_events(&events(now, 5)).await.unwrap();
+    // globex has a log (and so its holds count) but no old events.
+    record(store.as_ref(), "globex", 0, now).await;
+    let mut config = ch.config();
+    config.retention_days = Some(30);
+    let mut feeder = Feeder::new(store.clone(), config.clone()).unwrap();
+    assert_eq!(feeder.pass().await.unwrap(), 15);
+    let client = ch.client();
+    let old_id = old.format("%Y%m").to_string();
+    assert_eq!(
+        schema::partitions(&client).await.unwrap(),
+        [old_id.clone(), now.format("%Y%m").to_string()]
+    );
+
+    // Another tenant's hold reaching into the old month keeps the partition whole.
+    let h = hold(
+        "globex",
+        Some(old - Duration::days(1)),
+        Some(old + Duration::hours(1)),
+    );
+    store.place_legal_hold(&h).await.unwrap();
+    let r = feeder.drop_expired_partitions(now, 30).await.unwrap();
+    assert!(r.dropped.is_empty(), "{r:?}");
+    assert_eq!(r.held, std::slice::from_ref(&old_id));
+    assert_eq!(counts(&client, "acme").await.0, 12);
+    // A hold over other months does not.
+    store
+        .place_legal_hold(&hold("acme", None, Some(old - Duration::days(40))))
+        .await
+        .unwrap();
+    store
+        .release_legal_hold(&h.tenant, h.id, "test", "case closed", Utc::now())
+        .await
+        .unwrap();
+
+    // The running feeder drops it at start: only the current month is left.
+    let runner = Feeder::new(store.clone(), config).unwrap();
+    let stats = runner.stats();
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(runner.run(rx));
+    eventually(20, "the old partition dropped", async || {
+        schema::partitions(&client).await.unwrap().len() == 1
+    })
+    .await;
+    // It resumes a batch back, here from the start of the log, and does not send the
+    // dropped month's events again.
+    eventually(20, "the runner caught up", async || {
+        stats.is_current("acme")
+    })
+    .await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    assert_eq!(
+        schema::partitions(&client).await.unwrap(),
+        [now.format("%Y%m").to_string()]
+    );
+    assert_eq!(counts(&client, "acme").await.0, 5);
+    assert_eq!(
+        stats
+            .partitions_dropped
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    let mut metrics = String::new();
+    stats.render(&mut metrics);
+    assert!(metrics.contains("warden_analytics_partitions_dropped_total 1"));
+    // Within retention, nothing more goes.
+    assert!(
+        feeder
+            .drop_expired_partitions(now, 30)
+            .await
+            .unwrap()
+            .dropped
+            .is_empty()
+    );
+}
+
+/// Rows of ClickHouse whose payload column is empty, by position, for a tenant.
+async fn blank_payloads(ch: &ClickHouse, tenant: &str) -> Vec<u64> {
+    ch.rows(&format!(
+        "SELECT seq FROM {} FINAL WHERE tenant = '{tenant}' AND payload = '' ORDER BY seq",
+        ch.table(schema::TABLE)
+    ))
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| as_u64(&r[0]).unwrap())
+    .collect()
+}
+
+async fn positions(ch: &ClickHouse, tenant: &str) -> Vec<u64> {
+    ch.rows(&format!(
+        "SELECT seq FROM {} FINAL WHERE tenant = '{tenant}' ORDER BY seq",
+        ch.table(schema::TABLE)
+    ))
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| as_u64(&r[0]).unwrap())
+    .collect()
+}
+
+/// A retention run of the system of record reaches ClickHouse: once its record is fed, the
+/// purged payloads are blank there and the deleted rows gone; other events, and another
+/// tenant's events at the same positions, keep theirs.
+async fn purges_reach_clickhouse(b: Backend) {
+    let Some(ch) = TestClickHouse::new().await else {
+        return;
+    };
+    let db = TestDb::new(b).await;
+    let store = db.open().await;
+    let now = Utc::now();
+    let at = |days: i64| now - Duration::days(days);
+    let mut batch = Vec::new();
+    // Positions 0-2: 40 days old (rows deleted), 3-6: 20 days (payloads purged), 7-9: new.
+    for (days, n) in [(40, 3), (20, 4), (0, 3)] {
+        for tenant in ["acme", "globex"] {
+            for _ in 0..n {
+                batch.push(NewEvent {
+                    event: decision(
+                        tenant,
+                        tenant,
+                        Some("ci-bot"),
+                        None,
+                        "x__y",
+                        Outcome::Allow,
+                        at(days),
+                    ),
+                    dedupe: false,
+                });
+            }
+        }
+    }
+    store.append_events(&batch).await.unwrap();
+    let acme = TenantId::parse("acme").unwrap();
+    store
+        .put_retention_rule(&warden_core::retention::RetentionRule {
+            tenant: acme.clone(),
+            namespace: NamespacePath::parse("acme").unwrap(),
+            payload_days: Some(10),
+            header_days: Some(30),
+            updated_by: "test".into(),
+            updated_at: now,
+        })
+        .await
+        .unwrap();
+    let mut feeder = Feeder::new(store.clone(), ch.config()).unwrap();
+    assert_eq!(feeder.pass().await.unwrap(), 20);
+    let client = ch.client();
+    assert!(blank_payloads(&client, "acme").await.is_empty());
+
+    let out = warden_store::retention::apply_tenant(
+        store.as_ref(),
+        &acme,
+        now,
+        "warden.cli",
+        &warden_core::Actor::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (out.headers_deleted, out.payloads_purged),
+        (3, 4),
+        "{out:?}"
+    );
+    // The record (position 10) is fed, then its removals applied.
+    assert_eq!(feeder.pass().await.unwrap(), 1);
+    assert_eq!(
+        feeder
+            .stats()
+            .removal_mutations
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+    // Mutations run in the background; they are done when system.mutations says so.
+    let pending = format!(
+        "SELECT count() FROM system.mutations WHERE database = '{}' AND is_done = 0",
+        client.database()
+    );
+    eventually(30, "the mutations done", async || {
+        scalar(&client, &pending).await == 0
+    })
+    .await;
+    assert_eq!(blank_payloads(&client, "acme").await, [3, 4, 5, 6]);
+    assert_eq!(positions(&client, "acme").await, [3, 4, 5, 6, 7, 8, 9, 10]);
+    // Another tenant's events at the same positions keep everything.
+    assert!(blank_payloads(&client, "globex").await.is_empty());
+    assert_eq!(
+        positions(&client, "globex").await,
+        (0..10).collect::<Vec<_>>()
+    );
+
+    // Idempotent: a feeder starting afresh sends the last batch again, record included.
+    let mut again = Feeder::new(store.clone(), ch.config()).unwrap();
+    assert!(again.pass().await.unwrap() > 0);
+    eventually(30, "the mutations done", async || {
+        scalar(&client, &pending).await == 0
+    })
+    .await;
+    assert_eq!(blank_payloads(&client, "acme").await, [3, 4, 5, 6]);
+    assert_eq!(counts(&client, "acme").await.0, 8);
+    assert!(blank_payloads(&client, "globex").await.is_empty());
 }

@@ -11,18 +11,36 @@ use warden_store::Store;
 pub struct Analytics {
     pub clickhouse: ClickHouse,
     pub stats: Arc<FeedStats>,
+    /// `[analytics] retention_days`: ClickHouse holds every event from this many days ago on
+    /// (older partitions may have been dropped).
+    pub retention_days: Option<u32>,
     feeder: Mutex<Option<Feeder>>,
 }
 
 impl Analytics {
     /// Checks the settings; connects to nothing (ClickHouse may be down when Warden starts).
-    pub fn new(store: Arc<dyn Store>, config: AnalyticsConfig) -> Result<Analytics, String> {
-        let feeder = Feeder::new(store, config)?;
+    /// `node` is this node's lease owner id: of the nodes sharing a database, the one holding
+    /// the feeder's lease feeds.
+    pub fn new(
+        store: Arc<dyn Store>,
+        config: AnalyticsConfig,
+        node: &str,
+    ) -> Result<Analytics, String> {
+        let retention_days = config.retention_days;
+        let feeder = Feeder::new(store, config)?.owned_by(node);
         Ok(Analytics {
             clickhouse: feeder.clickhouse().clone(),
             stats: feeder.stats(),
+            retention_days,
             feeder: Mutex::new(Some(feeder)),
         })
+    }
+
+    /// Whether ClickHouse still holds every event from `from` on: partitions are dropped only
+    /// when wholly older than `retention_days` before the moment they are dropped.
+    pub fn holds_since(&self, from: chrono::DateTime<chrono::Utc>) -> bool {
+        self.retention_days
+            .is_none_or(|days| from >= chrono::Utc::now() - chrono::Duration::days(i64::from(days)))
     }
 
     /// Starts the feeder (once) as a background task that stops when `stop` turns true.

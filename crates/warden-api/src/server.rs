@@ -304,7 +304,7 @@ pub async fn build_state(
     // retries, decisions never wait on it).
     let analytics = match &config.analytics {
         Some(a) => Some(
-            crate::analytics::Analytics::new(store.clone(), a.clone())
+            crate::analytics::Analytics::new(store.clone(), a.clone(), &delivery.node)
                 .map_err(|e| anyhow::anyhow!("[analytics]: {e}"))?,
         ),
         None => None,
@@ -412,9 +412,12 @@ async fn run(state: AppState, listener: TcpListener, shutdown: Arc<Notify>) -> a
     let _ = registry.await;
     let _ = retention.await;
     let _ = delivery.await;
-    // The feeder is not waited for: what it has not copied yet stays in the audit log, where
-    // the next start resumes.
-    if let Some(f) = feeder {
+    // The feeder stops at once (what it has not copied yet stays in the audit log, where the
+    // next holder resumes) and gives its lease up, so that another node takes over without
+    // waiting for it to expire; a store too slow to answer is not waited for.
+    if let Some(mut f) = feeder
+        && tokio::time::timeout(FEEDER_STOP, &mut f).await.is_err()
+    {
         f.abort();
     }
     if let Err(e) = checkpointer::checkpoint_all(state.store.as_ref(), &state.signer).await {
@@ -422,6 +425,9 @@ async fn run(state: AppState, listener: TcpListener, shutdown: Arc<Notify>) -> a
     }
     Ok(())
 }
+
+/// How long a stopping server waits for the analytics feeder to give its lease up.
+const FEEDER_STOP: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How often the registry checks for changes made by another process (`warden registry`).
 pub const REGISTRY_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);

@@ -169,6 +169,47 @@ async fn the_same_report_from_clickhouse_and_from_the_store() {
     s.stop().await;
 }
 
+/// With `retention_days`, a window that starts before it is answered by the system of record
+/// (ClickHouse may have dropped its partitions); a window within it by ClickHouse. The server's
+/// feeder holds the cluster's feeder lease and says so in `/metrics`.
+#[tokio::test]
+async fn windows_older_than_clickhouse_retention_read_the_store() {
+    let Some(ch) = TestClickHouse::new().await else {
+        return;
+    };
+    let mut config = ch.config();
+    config.retention_days = Some(30);
+    let s = TestServer::start_with(move |c| {
+        c.policies = Some(example_policies());
+        c.analytics = Some(config);
+    })
+    .await;
+    make_decisions(&s, "acme").await;
+    let auditor = s.token("acme", Role::Auditor, None, None, None).await;
+    wait_until_fed(&s, "acme").await;
+    let now = chrono::Utc::now();
+    let window = |days: i64| {
+        let from =
+            (now - chrono::Duration::days(days)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        usage_path(&format!(
+            "group_by=outcome&from={from}&to=2100-01-01T00:00:00Z"
+        ))
+    };
+    let (st, old) = s.get(&window(45), &auditor).await;
+    assert_eq!(st, StatusCode::OK, "{old}");
+    assert_eq!(old["source"], "store", "{old}");
+    wait_until_fed(&s, "acme").await;
+    let (_, recent) = s.get(&window(7), &auditor).await;
+    assert_eq!(recent["source"], "clickhouse", "{recent}");
+    assert_eq!(recent["rows"], old["rows"]);
+    let (_, metrics) = s.get_text("/metrics", None).await;
+    assert!(
+        metrics.contains("warden_analytics_feeder_active 1"),
+        "{metrics}"
+    );
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn who_may_read_reports_and_bad_input() {
     let s = TestServer::start_with(|c| c.policies = Some(example_policies())).await;

@@ -13,6 +13,7 @@
 pub mod checkpointer;
 pub mod database;
 pub mod delivery;
+pub mod lease;
 pub mod model;
 pub mod outbox;
 pub mod pipeline;
@@ -342,6 +343,21 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<DeadLetter>>;
     async fn remove_dead_letters(&self, tenant: &TenantId, name: &str, seqs: &[u64])
     -> Result<u64>;
+
+    // --- named leases (see [`lease`]) -----------------------------------------------------
+    // Cluster-wide work, not a tenant's: one node at a time holds a name.
+
+    /// Takes or renews lease `name` for `owner` until `expires`; true when `owner` holds it
+    /// now (it held it, nobody did, or the holder's expiry is before `now`).
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        expires: DateTime<Utc>,
+    ) -> Result<bool>;
+    /// Gives lease `name` up if `owner` holds it; another owner's lease is left alone.
+    async fn release_lease(&self, name: &str, owner: &str) -> Result<()>;
 
     // --- analytics ----------------------------------------------------------------------
     /// Decisions (events with an outcome) of the tenant in `[from, to)`, in the namespace

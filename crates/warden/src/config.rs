@@ -95,6 +95,11 @@ struct AnalyticsFile {
     user: Option<String>,
     /// A reference to the password (`env:NAME` or `file:/path`), never the password.
     password: Option<warden_registry::model::SecretRef>,
+    /// How long the feeder's lease lasts unless renewed, e.g. `30s` [default: 10 intervals,
+    /// at least 15s].
+    lease_ttl: Option<String>,
+    /// Drop ClickHouse partitions wholly older than this many days [default: keep forever].
+    retention_days: Option<u32>,
 }
 
 impl AnalyticsFile {
@@ -114,6 +119,10 @@ impl AnalyticsFile {
         }
         c.user = self.user;
         c.password = self.password;
+        if let Some(t) = self.lease_ttl {
+            c.lease_ttl = Some(crate::duration::parse(&t).map_err(anyhow::Error::msg)?);
+        }
+        c.retention_days = self.retention_days;
         c.validate().map_err(anyhow::Error::msg)?;
         Ok(c)
     }
@@ -299,6 +308,8 @@ mod analytics_tests {
             interval = "5s"
             user = "warden"
             password = "env:CLICKHOUSE_PASSWORD"
+            lease_ttl = "1m"
+            retention_days = 400
             "#,
         )
         .unwrap();
@@ -307,9 +318,13 @@ mod analytics_tests {
         assert_eq!(c.batch, 5000);
         assert_eq!(c.interval, Duration::from_secs(5));
         assert_eq!(c.user.as_deref(), Some("warden"));
+        assert_eq!(c.lease_ttl, Some(Duration::from_secs(60)));
+        assert_eq!(c.retention_days, Some(400));
         let defaults = analytics("[analytics]\nclickhouse_url = \"http://ch:8123\"").unwrap();
         assert_eq!(defaults.database, "warden");
         assert_eq!(defaults.partition, warden_analytics::Partition::Month);
+        assert_eq!(defaults.retention_days, None, "kept forever");
+        assert_eq!(defaults.lease_ttl(), Duration::from_secs(15));
     }
 
     #[test]
@@ -330,6 +345,14 @@ mod analytics_tests {
                 "identifier",
             ),
             ("clickhouse_url = \"http://ch:8123\"\nbatch = 0", "batch"),
+            (
+                "clickhouse_url = \"http://ch:8123\"\nretention_days = 0",
+                "retention_days",
+            ),
+            (
+                "clickhouse_url = \"http://ch:8123\"\ninterval = \"10s\"\nlease_ttl = \"15s\"",
+                "lease_ttl",
+            ),
             (
                 "clickhouse_url = \"http://ch:8123\"\nretention = 3",
                 "unknown field",

@@ -2,8 +2,9 @@
 //! outcome over a window.
 //!
 //! With `[analytics]` configured the report reads ClickHouse, as long as the feeder has copied
-//! the tenant's whole log there (at its last look, at most one feed interval ago); otherwise,
-//! or when ClickHouse fails, the system of record. Both give the same answer for the same
+//! the tenant's whole log there (at its last look, at most one feed interval ago) and the
+//! window starts within ClickHouse's `retention_days`; otherwise, or when ClickHouse fails,
+//! the system of record. Both give the same answer for the same
 //! events: ClickHouse is read with `FINAL`, which collapses re-sent events.
 
 use axum::Json;
@@ -128,7 +129,8 @@ pub async fn usage(
         }
         (Source::ClickHouse, Some(_)) => true,
         (Source::Auto, None) => false,
-        (Source::Auto, Some(a)) => a.stats.is_current(tenant.as_str()),
+        // A window reaching back before ClickHouse's retention goes to the system of record.
+        (Source::Auto, Some(a)) => a.stats.is_current(tenant.as_str()) && a.holds_since(from),
     };
     let mut answered_by = "store";
     let mut rows = None;

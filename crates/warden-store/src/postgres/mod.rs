@@ -45,6 +45,8 @@ mod usage;
 mod retention;
 // Delivery
 mod delivery;
+// Named leases
+mod lease;
 
 pub use partitions::{PARTITION_MONTHS_AHEAD, PARTITION_REFRESH};
 
@@ -1036,6 +1038,18 @@ impl Store for PgStore {
         seqs: &[u64],
     ) -> Result<u64> {
         self.dest_remove_dead_letters(tenant, name, seqs).await
+    }
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        expires: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.lease_acquire(name, owner, now, expires).await
+    }
+    async fn release_lease(&self, name: &str, owner: &str) -> Result<()> {
+        self.lease_release(name, owner).await
     }
 
     // Analytics

@@ -41,6 +41,8 @@ mod usage;
 mod retention;
 // Delivery
 mod delivery;
+// Named leases
+mod lease;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -1230,6 +1232,18 @@ impl Store for SqliteStore {
         seqs: &[u64],
     ) -> Result<u64> {
         self.dest_remove_dead_letters(tenant, name, seqs).await
+    }
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        expires: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.lease_acquire(name, owner, now, expires).await
+    }
+    async fn release_lease(&self, name: &str, owner: &str) -> Result<()> {
+        self.lease_release(name, owner).await
     }
 
     // Analytics
