@@ -5,7 +5,8 @@
 //! worker thread per core parses and decides; each worker keeps its own
 //! [`Tally`] and the tallies are merged at the end, so workers share nothing but the
 //! candidate engine and a queue of pages. The deciding and counting is
-//! [`warden_policy::simulate`]'s.
+//! [`warden_policy::simulate`]'s; each worker decides each distinct request once
+//! ([`warden_policy::memo`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -14,6 +15,7 @@ use std::time::Instant;
 
 use warden_core::simulation::SimulationReport;
 use warden_core::{Error, NamespacePath, TenantId};
+use warden_policy::memo::Memo;
 use warden_policy::simulate::{Recorded, Tally, Window};
 use warden_policy::{Engine, PolicySource};
 use warden_store::{DecisionWindow, RecordedDecision, Store};
@@ -131,14 +133,16 @@ fn replay_pages(
     progress: Option<&Progress>,
 ) -> Tally {
     let mut tally = Tally::new(tenant);
+    let mut memo = Memo::new(engine);
     loop {
         let page = rx.lock().unwrap_or_else(|e| e.into_inner()).blocking_recv();
         let Some(page) = page else {
             return tally;
         };
         for d in &page {
-            tally.record(
+            tally.record_with(
                 engine,
+                Some(&mut memo),
                 &Recorded {
                     id: &d.id,
                     time_us: d.time_us,

@@ -14,6 +14,7 @@ use warden_core::{Decision, DecisionRequest, Obligation, Outcome, PolicyMode, Po
 
 use crate::annotations::{self, Annotations};
 use crate::index::{Entry, Index, Slice, Subject, scope_decided_by_index};
+use crate::reads::ContextReads;
 use crate::request::{Prepared, RequestBuilder, WARDEN_CONTEXT_KEYS, reserved_key};
 use crate::schema::{BASE_SCHEMA, CompiledSchema};
 use crate::source::{LineIndex, PolicyError, PolicySource, Span, split_policies};
@@ -40,6 +41,8 @@ pub struct Engine {
     parsed: Vec<ast::Policy>,
     index: Index,
     requests: RequestBuilder,
+    /// What the conditions read of a request's context.
+    context_reads: ContextReads,
     hash: String,
 }
 
@@ -161,7 +164,7 @@ impl Engine {
         // it once here takes that allocation off every decision. Where the index already
         // guarantees the scope (action, principal and resource by uid or type), only the
         // `when`/`unless` clauses are left to evaluate.
-        let conditions = parsed
+        let conditions: Vec<Option<ast::Expr>> = parsed
             .iter()
             .map(|(p, m, _)| {
                 (m.mode != PolicyMode::Off).then(|| {
@@ -182,8 +185,10 @@ impl Engine {
             .map(|(p, m, _)| (AsRef::<ast::Policy>::as_ref(&p).clone(), m))
             .unzip();
         let requests = RequestBuilder::new(schema.types.iter().map(|(n, (_, t))| (n, t)));
+        let context_reads = ContextReads::of(conditions.iter().flatten());
         Ok(Engine {
             requests,
+            context_reads,
             schema,
             policies,
             conditions,
@@ -191,6 +196,12 @@ impl Engine {
             index,
             hash: content_hash(&sources, schema_extension),
         })
+    }
+
+    /// What the policies can read of a request's context: requests that agree on it (and on
+    /// entities and action) get the same decision.
+    pub fn context_reads(&self) -> &ContextReads {
+        &self.context_reads
     }
 
     /// An engine without policies: it denies everything.

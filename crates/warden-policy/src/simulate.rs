@@ -25,6 +25,7 @@ use warden_core::{
 };
 
 use crate::Engine;
+use crate::memo::{Decided, Memo};
 
 /// How a redacted value starts (`warden_audit::redact::HASH_PREFIX`; this crate does not
 /// depend on the audit crate, a test in the API keeps the two equal).
@@ -260,6 +261,12 @@ impl Tally {
 
     /// Decides one recorded request again under `candidate` and counts the result.
     pub fn record(&mut self, candidate: &Engine, r: &Recorded<'_>) {
+        self.record_with(candidate, None, r);
+    }
+
+    /// As [`Tally::record`], deciding each distinct request once with `memo` (made for the
+    /// same `candidate`).
+    pub fn record_with(&mut self, candidate: &Engine, memo: Option<&mut Memo>, r: &Recorded<'_>) {
         self.recorded += 1;
         let order = (r.time_us, r.seq);
         let (Some(recorded), Some(payload)) = (r.outcome.and_then(Outcome::parse), r.payload)
@@ -267,6 +274,16 @@ impl Tally {
             self.request_missing.add(order, r.id);
             return;
         };
+        let mut memo = memo;
+        if let Some(m) = memo.as_deref_mut()
+            && let Some(d) = m.recall(r.namespace, payload)
+        {
+            // A memo entry is only made from a request that was replayed (not refused by the
+            // registry, not missing), so the same text needs no second look.
+            let d = d.clone();
+            self.count(order, r, recorded, payload, &d);
+            return;
+        }
         let Ok(parsed) = serde_json::from_str::<Payload>(payload) else {
             self.request_missing.add(order, r.id);
             return;
@@ -304,7 +321,32 @@ impl Tally {
         req.time = asked.time;
 
         let d = candidate.decide(req);
-        if !d.errors.is_empty() {
+        let mut policies: Vec<String> = d.reasons.into_iter().map(|p| p.id).collect();
+        policies.sort_unstable();
+        policies.dedup();
+        let decided = Decided {
+            outcome: d.outcome,
+            policies,
+            errors: !d.errors.is_empty(),
+            agent: key_of(&req.principal, "Agent"),
+            tool: key_of(&req.resource, "Tool"),
+        };
+        if let Some(m) = memo {
+            m.remember(&decided);
+        }
+        self.count(order, r, recorded, payload, &decided);
+    }
+
+    /// Counts one replayed request decided `d`, recorded as `recorded`.
+    fn count(
+        &mut self,
+        order: Order,
+        r: &Recorded<'_>,
+        recorded: Outcome,
+        payload: &str,
+        d: &Decided,
+    ) {
+        if d.errors {
             self.candidate_errors.add(order, r.id);
         }
         if d.outcome == recorded {
@@ -323,12 +365,10 @@ impl Tally {
             .and_then(|h| h.decision)
             .map(|d| d.policies.into_iter().map(|p| p.id).collect())
             .unwrap_or_default();
-        let mut now: Vec<&str> = d.reasons.iter().map(|p| p.id.as_str()).collect();
-        now.sort_unstable();
-        now.dedup();
+        let now = &d.policies;
         let mut involved: Vec<&str> = now
             .iter()
-            .copied()
+            .map(String::as_str)
             .chain(before.iter().map(String::as_str))
             .collect();
         involved.sort_unstable();
@@ -339,15 +379,12 @@ impl Tally {
             if before.iter().any(|b| b == id) {
                 p.before += 1;
             }
-            if now.binary_search(&id).is_ok() {
+            if now.binary_search_by(|n| n.as_str().cmp(id)).is_ok() {
                 p.now += 1;
             }
         }
-        let req = &self.request;
-        let agent = key_of(&req.principal, "Agent");
-        entry(&mut self.agents, &agent).add(order, r.id, from, to);
-        let tool = key_of(&req.resource, "Tool");
-        entry(&mut self.tools, &tool).add(order, r.id, from, to);
+        entry(&mut self.agents, &d.agent).add(order, r.id, from, to);
+        entry(&mut self.tools, &d.tool).add(order, r.id, from, to);
         entry(&mut self.namespaces, r.namespace).add(order, r.id, from, to);
     }
 

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use warden_core::simulation::SimulationReport;
 use warden_core::{Actor, AuditEvent, DecisionSummary, Outcome, PolicyRef, TenantId};
 use warden_policy::Engine;
+use warden_policy::memo::Memo;
 use warden_policy::simulate::{Recorded, Tally, Window};
 
 const RECORDED: &str = r#"
@@ -137,12 +138,36 @@ fn window() -> Window {
     }
 }
 
+/// The report of `events` replayed under `candidate`, checked to be the same whether each
+/// request is decided in full or each distinct request once through the memo.
 fn replay(candidate: &Engine, events: &[&Stored]) -> SimulationReport {
-    let mut t = Tally::new(&TenantId::parse("acme").unwrap());
+    let (full, memoized, _) = replay_both(candidate, events);
+    assert_eq!(
+        serde_json::to_value(&full).unwrap(),
+        serde_json::to_value(&memoized).unwrap(),
+        "the memo changed the report"
+    );
+    full
+}
+
+/// The report without and with the memo, and the memo's hits.
+fn replay_both(
+    candidate: &Engine,
+    events: &[&Stored],
+) -> (SimulationReport, SimulationReport, u64) {
+    let tenant = TenantId::parse("acme").unwrap();
+    let mut full = Tally::new(&tenant);
+    let mut memoized = Tally::new(&tenant);
+    let mut memo = Memo::new(candidate);
     for e in events {
-        t.record(candidate, &e.recorded());
+        full.record(candidate, &e.recorded());
+        memoized.record_with(candidate, Some(&mut memo), &e.recorded());
     }
-    t.report(window(), candidate, 0)
+    (
+        full.report(window(), candidate, 0),
+        memoized.report(window(), candidate, 0),
+        memo.hits(),
+    )
 }
 
 #[test]
@@ -374,4 +399,103 @@ fn policy_refs_name_the_recorded_policies() {
     })
     .unwrap();
     assert_eq!(v["policies"][0]["id"], "x");
+}
+
+/// Policies that read the time, the arguments and the session's facts.
+const CONTEXT_CANDIDATE: &str = r#"
+@id("tools")
+permit (principal is Agent, action == Action::"call_tool", resource is Tool);
+
+@id("night")
+@effect("ask")
+permit (principal, action == Action::"call_tool", resource is Tool)
+when { context.time.hour < 7 };
+
+@id("prod")
+forbid (principal, action == Action::"call_tool", resource is Tool)
+when { context.args has environment && context.args.environment == "production" };
+
+@id("busy")
+forbid (principal, action == Action::"call_tool", resource is Tool)
+when { context has session && context.session.calls > 3 };
+"#;
+
+const ARGS_SCHEMA: &str = "type Args = { environment?: String, path?: String };";
+
+/// Requests that differ in what the candidate reads (hour, environment, call count, with and
+/// without a session) and in what it does not (minutes, paths): the memo answers the
+/// repeats, and every answer is the one a full decision gives.
+#[test]
+fn deciding_each_distinct_request_once_changes_nothing() {
+    let recorded = engine(&[("acme", RECORDED)]);
+    let candidate = engine_with(&[("acme", CONTEXT_CANDIDATE)], Some(ARGS_SCHEMA));
+    let mut events = Vec::new();
+    for seq in 0..240u64 {
+        let mut req = call_tool(
+            "acme/platform",
+            ["gh__read_file", "sh__run_shell"][seq as usize % 2],
+        );
+        req.time += chrono::Duration::minutes(seq as i64 * 17);
+        let args = match seq % 4 {
+            0 => json!({"environment": "production", "path": format!("f{seq}")}),
+            1 => json!({"environment": "staging", "path": format!("f{seq}")}),
+            2 => json!({"path": format!("f{seq}")}),
+            _ => json!({"environment": null}),
+        };
+        req.context = json!({"args": args}).as_object().unwrap().clone();
+        if seq % 5 == 0 {
+            req.session = None;
+        }
+        let d = recorded.decide(&req);
+        let mut request = json!({
+            "principal": req.principal,
+            "on_behalf_of": req.on_behalf_of,
+            "session": req.session,
+            "action": req.action,
+            "resource": req.resource,
+            "context": req.context,
+            "time": req.time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        });
+        request["facts"] = json!({"calls": seq % 6, "tools_called": [format!("t{seq}")]});
+        let mut e = AuditEvent::new(
+            "acme",
+            "acme/platform",
+            "mcp.tool.call.decided",
+            "warden.api",
+            Actor::default(),
+            json!({"request": request}),
+        );
+        e.header.decision = Some(DecisionSummary {
+            outcome: d.outcome,
+            policies: d.reasons.clone(),
+            obligations: vec![],
+            warnings: vec![],
+            errors: d.errors.clone(),
+        });
+        events.push(Stored {
+            id: e.header.id.to_string(),
+            time_us: 1_000_000 + seq as i64,
+            seq,
+            namespace: "acme/platform".into(),
+            outcome: Some(d.outcome.as_str().into()),
+            header: serde_json::to_string(&e.header).unwrap(),
+            payload: Some(serde_json::to_string(&e.payload).unwrap()),
+        });
+    }
+    let refs: Vec<&Stored> = events.iter().collect();
+    let (full, memoized, hits) = replay_both(&candidate, &refs);
+    assert_eq!(
+        serde_json::to_value(&full).unwrap(),
+        serde_json::to_value(&memoized).unwrap()
+    );
+    // Every policy's reason for a change is there to be compared.
+    assert!(full.changed > 50, "{} changed", full.changed);
+    for id in ["night", "prod", "busy"] {
+        assert!(
+            full.by_policy.iter().any(|p| p.policy.ends_with(id)),
+            "{id} changed nothing"
+        );
+    }
+    // 2 tools x 24 hours x 4 argument shapes x (6 counts or no session): repeats exist.
+    assert!(hits > 0 && hits < 240, "{hits} memo hits");
 }
