@@ -227,28 +227,35 @@ pub async fn export(
     let preamble = futures::stream::once(async move {
         Ok::<_, std::io::Error>(Bytes::from_static(format.preamble()))
     });
-    let pages = futures::stream::try_unfold(Some(parse_cursor(&q.cursor)?), move |cursor| {
-        let state = state.clone();
-        let filter = filter.clone();
-        let tenant = tenant.clone();
-        async move {
-            let Some(after) = cursor else {
-                return Ok::<_, std::io::Error>(None);
-            };
+    // The next page is read while this one is formatted: reading (on a blocking thread for
+    // SQLite) and formatting then use both cores.
+    let read = move |after: Option<u64>| {
+        let (state, filter, tenant) = (state.clone(), filter.clone(), tenant.clone());
+        tokio::spawn(async move {
             let page = PageRequest {
                 after_seq: after,
                 limit: EXPORT_PAGE,
                 oldest_first: true,
             };
-            let rows = state
-                .store
-                .query_events(&tenant, &filter, page)
+            state.store.query_events(&tenant, &filter, page).await
+        })
+    };
+    let first = read(parse_cursor(&q.cursor)?);
+    let pages = futures::stream::try_unfold(Some(first), move |pending| {
+        let read = read.clone();
+        async move {
+            let Some(pending) = pending else {
+                return Ok::<_, std::io::Error>(None);
+            };
+            let rows = pending
                 .await
+                .map_err(std::io::Error::other)?
                 .map_err(std::io::Error::other)?;
             if rows.is_empty() {
                 return Ok(None);
             }
-            let next = (rows.len() as u32 == EXPORT_PAGE).then(|| rows.last().map(|r| r.seq));
+            let next =
+                (rows.len() as u32 == EXPORT_PAGE).then(|| rows.last().map(|r| read(Some(r.seq))));
             let mut buf = Vec::with_capacity(rows.len() * 1024);
             for r in &rows {
                 format.write(
@@ -260,7 +267,7 @@ pub async fn export(
                     },
                 );
             }
-            Ok(Some((Bytes::from(buf), next)))
+            Ok(Some((Bytes::from(buf), next.flatten())))
         }
     });
     let stream = futures::StreamExt::chain(preamble, pages);

@@ -32,6 +32,7 @@ use crate::registry::{
 };
 use crate::{STORED_NODE_MIN_LEVEL, Store};
 
+mod events;
 mod outbox;
 mod reader;
 mod recorded;
@@ -335,7 +336,7 @@ pub(crate) fn event_from_row(r: &SqliteRow) -> Result<StoredEvent> {
     })
 }
 
-const EVENT_COLUMNS: &str = "seq, id, time_us, namespace, event_type, principal, agent, on_behalf_of, session, \
+pub(crate) const EVENT_COLUMNS: &str = "seq, id, time_us, namespace, event_type, principal, agent, on_behalf_of, session, \
      action, resource_type, resource_id, outcome, header, payload, leaf_hash";
 
 struct LogRow {
@@ -896,56 +897,7 @@ impl Store for SqliteStore {
         f: &EventFilter,
         page: PageRequest,
     ) -> Result<Vec<StoredEvent>> {
-        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
-            "SELECT {EVENT_COLUMNS} FROM audit_events WHERE tenant = "
-        ));
-        qb.push_bind(tenant.as_str().to_owned());
-        if let Some(t) = f.from {
-            qb.push(" AND time_us >= ").push_bind(us(t));
-        }
-        if let Some(t) = f.to {
-            qb.push(" AND time_us < ").push_bind(us(t));
-        }
-        if let Some(ns) = &f.namespace {
-            // Subtree as a range, not LIKE: '_' is legal in namespace names and a LIKE wildcard.
-            qb.push(" AND (namespace = ")
-                .push_bind(ns.as_str().to_owned());
-            qb.push(" OR (namespace >= ").push_bind(format!("{ns}/"));
-            qb.push(" AND namespace < ")
-                .push_bind(format!("{ns}0"))
-                .push("))");
-        }
-        let eq = [
-            ("event_type", &f.event_type),
-            ("agent", &f.agent),
-            ("on_behalf_of", &f.on_behalf_of),
-            ("session", &f.session),
-            ("action", &f.action),
-            ("resource_type", &f.resource_type),
-            ("resource_id", &f.resource_id),
-            ("outcome", &f.outcome),
-        ];
-        for (col, v) in eq {
-            if let Some(v) = v {
-                qb.push(format!(" AND {col} = ")).push_bind(v.clone());
-            }
-        }
-        if let Some(after) = page.after_seq {
-            qb.push(if page.oldest_first {
-                " AND seq > "
-            } else {
-                " AND seq < "
-            })
-            .push_bind(after as i64);
-        }
-        qb.push(if page.oldest_first {
-            " ORDER BY seq ASC"
-        } else {
-            " ORDER BY seq DESC"
-        });
-        qb.push(" LIMIT ").push_bind(page.limit as i64);
-        let rows = qb.build().fetch_all(&self.pool).await.map_err(db_err)?;
-        rows.iter().map(event_from_row).collect()
+        events::query(self, tenant, f, page).await
     }
 
     async fn get_event(&self, tenant: &TenantId, id: &str) -> Result<Option<StoredEvent>> {
