@@ -260,6 +260,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<LegalHold>>;
     /// Tenants that have at least one retention rule.
     async fn retention_tenants(&self) -> Result<Vec<TenantId>>;
+    /// Drops storage units of the audit log that retention emptied and that no new event can
+    /// belong to (PostgreSQL: past months' partitions with no row left); their names. A
+    /// store without such units has nothing to drop.
+    async fn drop_emptied_partitions(&self, _now: DateTime<Utc>) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
     /// Events of the tenant older than `before`, by position after `after`, at most `limit`.
     async fn retention_candidates(
         &self,

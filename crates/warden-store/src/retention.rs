@@ -55,6 +55,18 @@ pub async fn apply_all(
     for tenant in store.retention_tenants().await? {
         out.push(apply_tenant(store, &tenant, now, source, actor).await?);
     }
+    // Storage every tenant's retention has emptied goes as a whole. Each tenant's removals
+    // are recorded and done by now; a failure here only leaves empty partitions behind for
+    // the next run.
+    match store.drop_emptied_partitions(now).await {
+        Ok(dropped) if !dropped.is_empty() => {
+            tracing::info!(?dropped, "retention dropped emptied audit partitions");
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot drop emptied audit partitions; the next run tries again")
+        }
+    }
     Ok(out)
 }
 

@@ -102,3 +102,116 @@ async fn a_node_that_may_not_migrate_refuses_an_old_schema() {
         .await
         .unwrap();
 }
+
+/// A past month's partition goes once retention has removed every tenant's events from it;
+/// a month where one tenant still keeps an event stays, and so does the current month.
+#[tokio::test]
+async fn retention_drops_the_partitions_it_emptied() {
+    use std::sync::Arc;
+    use warden_core::NamespacePath;
+    use warden_core::TenantId;
+    use warden_core::retention::RetentionRule;
+
+    let db = PgDatabase::create().await;
+    let pg = PgStore::connect_with(db.options(), Schema::Migrate, 4)
+        .await
+        .unwrap();
+    let now = Utc::now();
+    let this_month = Utc
+        .with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0)
+        .unwrap();
+    // Two past months with partitions of their own, as a deployment running since then has.
+    let months: Vec<chrono::DateTime<Utc>> = [4, 3]
+        .iter()
+        .map(|m| this_month.checked_sub_months(Months::new(*m)).unwrap())
+        .collect();
+    for m in &months {
+        let end = m.checked_add_months(Months::new(1)).unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE TABLE {} PARTITION OF audit_events FOR VALUES FROM ({}) TO ({})",
+            partition_of(*m),
+            m.timestamp_micros(),
+            end.timestamp_micros()
+        )))
+        .execute(pg.pool())
+        .await
+        .unwrap();
+    }
+    let pool = pg.pool().clone();
+    let s: Arc<dyn Store> = Arc::new(pg);
+    let event = |tenant: &str, at: chrono::DateTime<Utc>| {
+        let mut e = AuditEvent::new(
+            tenant,
+            tenant,
+            "authz.decision",
+            "t",
+            Actor::default(),
+            json!({}),
+        );
+        e.header.time = at;
+        NewEvent {
+            event: e,
+            dedupe: false,
+        }
+    };
+    let day = chrono::Duration::days(1);
+    s.append_events(&[
+        // Oldest month: only acme, whose headers expire after 30 days.
+        event("acme", months[0] + day),
+        // Next month: acme and globex, which keeps everything.
+        event("acme", months[1] + day),
+        event("globex", months[1] + day),
+        event("acme", now),
+    ])
+    .await
+    .unwrap();
+    s.put_retention_rule(&RetentionRule {
+        tenant: TenantId::parse("acme").unwrap(),
+        namespace: NamespacePath::parse("acme").unwrap(),
+        payload_days: None,
+        header_days: Some(30),
+        updated_by: "test".into(),
+        updated_at: now,
+    })
+    .await
+    .unwrap();
+
+    let out = warden_store::retention::apply_all(s.as_ref(), now, "warden.cli", &Actor::default())
+        .await
+        .unwrap();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].headers_deleted, 2);
+
+    let parts: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+         WHERE i.inhparent = 'audit_events'::regclass ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(
+        !parts.contains(&partition_of(months[0])),
+        "the emptied month is still there: {parts:?}"
+    );
+    assert!(parts.contains(&partition_of(months[1])), "{parts:?}");
+    assert!(parts.contains(&partition_of(now)), "{parts:?}");
+    assert!(parts.contains(&"audit_events_default".to_owned()));
+
+    // globex's event is still there and acme's log still verifies its expired leaves.
+    let globex = s
+        .events_in_order(&TenantId::parse("globex").unwrap(), 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(globex.len(), 1);
+    // An event of the dropped month arriving late lands in the default partition.
+    s.append_events(&[event("acme", months[0] + day * 2)])
+        .await
+        .unwrap();
+    let part: String = sqlx::query_scalar(
+        "SELECT tableoid::regclass::text FROM audit_events WHERE tenant = 'acme' ORDER BY seq DESC LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(part, "audit_events_default");
+}

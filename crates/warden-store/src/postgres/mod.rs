@@ -935,6 +935,9 @@ impl Store for PgStore {
     async fn retention_tenants(&self) -> Result<Vec<TenantId>> {
         retention::tenants(&self.pool).await
     }
+    async fn drop_emptied_partitions(&self, now: DateTime<Utc>) -> Result<Vec<String>> {
+        partitions::drop_emptied(&self.pool, now).await
+    }
     async fn retention_candidates(
         &self,
         tenant: &TenantId,
