@@ -47,6 +47,7 @@ fn records(events: &[StoredEvent]) -> impl Iterator<Item = ExportRecord<'_>> {
         event: &e.event,
         seq: e.seq,
         payload_purged: e.payload_json.is_none(),
+        payload_json: e.payload_json.as_deref(),
     })
 }
 

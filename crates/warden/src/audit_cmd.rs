@@ -193,7 +193,7 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
                     limit: PAGE,
                     oldest_first: true,
                 };
-                let rows = store.query_events(&tenant, &filter, page).await?;
+                let rows = store.export_events(&tenant, &filter, page).await?;
                 let full = rows.len() as u32 == PAGE;
                 let mut buf = Vec::with_capacity(rows.len() * 1024);
                 for r in &rows {
@@ -203,6 +203,7 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
                             event: &r.event,
                             seq: r.seq,
                             payload_purged: r.payload_json.is_none(),
+                            payload_json: r.payload_json.as_deref(),
                         },
                     );
                 }

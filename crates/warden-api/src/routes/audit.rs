@@ -237,7 +237,7 @@ pub async fn export(
                 limit: EXPORT_PAGE,
                 oldest_first: true,
             };
-            state.store.query_events(&tenant, &filter, page).await
+            state.store.export_events(&tenant, &filter, page).await
         })
     };
     let first = read(parse_cursor(&q.cursor)?);
@@ -264,6 +264,7 @@ pub async fn export(
                         event: &r.event,
                         seq: r.seq,
                         payload_purged: r.payload_json.is_none(),
+                        payload_json: r.payload_json.as_deref(),
                     },
                 );
             }

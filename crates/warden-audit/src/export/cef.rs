@@ -142,6 +142,7 @@ mod tests {
                 event,
                 seq: 5,
                 payload_purged: false,
+                payload_json: None,
             },
         );
         String::from_utf8(out).unwrap()

@@ -30,7 +30,10 @@ pub fn write(out: &mut Vec<u8>, r: &ExportRecord<'_>) {
     let payload = if r.payload_purged {
         String::new()
     } else {
-        e.payload.to_string()
+        match r.payload_json {
+            Some(text) => text.to_owned(),
+            None => e.payload.to_string(),
+        }
     };
     let fields: [&str; 21] = [
         &r.seq.to_string(),
@@ -131,6 +134,7 @@ mod tests {
                 event: &e,
                 seq: 11,
                 payload_purged: false,
+                payload_json: None,
             },
         );
         let rows = read(std::str::from_utf8(&out).unwrap());
@@ -161,6 +165,7 @@ mod tests {
                 event: &e,
                 seq: 1,
                 payload_purged: true,
+                payload_json: None,
             },
         );
         let text = String::from_utf8(out).unwrap();

@@ -65,6 +65,7 @@ mod tests {
                 event: &e,
                 seq: 3,
                 payload_purged: false,
+                payload_json: None,
             },
         );
         let v: Value = serde_json::from_slice(&out).unwrap();

@@ -12,18 +12,51 @@ mod hec;
 mod ocsf;
 
 use serde::Serialize;
-use warden_core::{AuditEvent, Outcome};
+use serde_json::value::RawValue;
+use warden_core::{AuditEvent, EventHeader, Outcome};
 
 pub use ocsf::OCSF_VERSION;
 
 /// One event as the store hands it out: the event and its place in the tenant's log.
 #[derive(Clone, Copy, Debug)]
 pub struct ExportRecord<'a> {
+    /// The event; its `payload` is only read when `payload_json` is `None`.
     pub event: &'a AuditEvent,
     /// Position in the tenant's Merkle log.
     pub seq: u64,
     /// True once retention purged the payload (the header stays verifiable).
     pub payload_purged: bool,
+    /// The payload as stored, when the caller has it: written as is, which spares parsing
+    /// it and serializing it again for every exported event.
+    pub payload_json: Option<&'a str>,
+}
+
+impl<'a> ExportRecord<'a> {
+    /// The payload to write: the stored text when there is one, else the parsed value.
+    pub(crate) fn payload(&self) -> Payload<'a> {
+        match self
+            .payload_json
+            .and_then(|t| serde_json::from_str::<&RawValue>(t).ok())
+        {
+            Some(raw) => Payload::Stored(raw),
+            None => Payload::Parsed(&self.event.payload),
+        }
+    }
+}
+
+/// A payload as an export writes it.
+pub(crate) enum Payload<'a> {
+    Stored(&'a RawValue),
+    Parsed(&'a serde_json::Value),
+}
+
+impl Serialize for Payload<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Payload::Stored(raw) => raw.serialize(s),
+            Payload::Parsed(v) => v.serialize(s),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,15 +133,17 @@ impl ExportFormat {
 #[derive(Serialize)]
 pub struct WardenJson<'a> {
     #[serde(flatten)]
-    pub event: &'a AuditEvent,
-    pub seq: u64,
-    pub payload_purged: bool,
+    header: &'a EventHeader,
+    payload: Payload<'a>,
+    seq: u64,
+    payload_purged: bool,
 }
 
 impl<'a> From<&ExportRecord<'a>> for WardenJson<'a> {
     fn from(r: &ExportRecord<'a>) -> Self {
         WardenJson {
-            event: r.event,
+            header: &r.event.header,
+            payload: r.payload(),
             seq: r.seq,
             payload_purged: r.payload_purged,
         }
@@ -239,6 +274,7 @@ mod tests {
                     event: &e,
                     seq: 7,
                     payload_purged: false,
+                    payload_json: None,
                 },
             );
             let text = String::from_utf8(out).unwrap();
@@ -262,6 +298,7 @@ mod tests {
                 event: &e,
                 seq: 42,
                 payload_purged: false,
+                payload_json: None,
             },
         );
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();

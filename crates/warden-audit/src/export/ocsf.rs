@@ -7,7 +7,6 @@
 //! redacted payload, so nothing is lost on the way to the SIEM.
 
 use serde::Serialize;
-use serde_json::Value;
 use warden_core::{AuditEvent, Outcome};
 
 use super::ExportRecord;
@@ -167,7 +166,7 @@ struct WardenFields<'a> {
     decision: Option<&'static str>,
     payload_sha256: &'a str,
     payload_purged: bool,
-    payload: &'a Value,
+    payload: super::Payload<'a>,
 }
 
 /// OCSF's activity for a Warden action or event type.
@@ -323,7 +322,7 @@ impl<'a> From<&ExportRecord<'a>> for ApiActivity<'a> {
                     decision: outcome.map(Outcome::as_str),
                     payload_sha256: &h.payload_sha256,
                     payload_purged: r.payload_purged,
-                    payload: &e.payload,
+                    payload: r.payload(),
                 },
             },
         }
@@ -373,6 +372,7 @@ mod tests {
                 event,
                 seq: 9,
                 payload_purged: false,
+                payload_json: None,
             },
         );
         serde_json::from_slice(&out).unwrap()

@@ -15,6 +15,7 @@ pub(super) async fn query(
     tenant: &TenantId,
     f: &EventFilter,
     page: PageRequest,
+    parse_payload: bool,
 ) -> Result<Vec<StoredEvent>> {
     let (sql, params) = statement(tenant, f, page);
     let rows = store
@@ -46,7 +47,10 @@ pub(super) async fn query(
                     leaf_hash: r.get(15)?,
                 });
             }
-            Ok(out.into_iter().map(RawEvent::parse).collect::<Vec<_>>())
+            Ok(out
+                .into_iter()
+                .map(|r| r.parse(parse_payload))
+                .collect::<Vec<_>>())
         })
         .await?;
     rows.into_iter().collect()
@@ -63,13 +67,14 @@ struct RawEvent {
 }
 
 impl RawEvent {
-    fn parse(self) -> Result<StoredEvent> {
+    /// The stored event; its payload left null (the text kept) unless `parse_payload`.
+    fn parse(self, parse_payload: bool) -> Result<StoredEvent> {
         let header: EventHeader = serde_json::from_str(&self.header)
             .map_err(|e| Error::internal(format!("stored event header does not parse: {e}")))?;
         let payload = match &self.payload {
-            Some(p) => serde_json::from_str(p)
+            Some(p) if parse_payload => serde_json::from_str(p)
                 .map_err(|e| Error::internal(format!("stored payload does not parse: {e}")))?,
-            None => serde_json::Value::Null,
+            _ => serde_json::Value::Null,
         };
         let mut columns = self.columns;
         columns.id = uuid::Uuid::parse_str(&self.id)

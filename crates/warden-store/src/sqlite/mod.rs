@@ -897,7 +897,16 @@ impl Store for SqliteStore {
         f: &EventFilter,
         page: PageRequest,
     ) -> Result<Vec<StoredEvent>> {
-        events::query(self, tenant, f, page).await
+        events::query(self, tenant, f, page, true).await
+    }
+
+    async fn export_events(
+        &self,
+        tenant: &TenantId,
+        f: &EventFilter,
+        page: PageRequest,
+    ) -> Result<Vec<StoredEvent>> {
+        events::query(self, tenant, f, page, false).await
     }
 
     async fn get_event(&self, tenant: &TenantId, id: &str) -> Result<Option<StoredEvent>> {
