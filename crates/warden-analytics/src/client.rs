@@ -150,13 +150,18 @@ impl ClickHouse {
             .collect()
     }
 
-    /// Inserts `JSONEachRow` lines into `table` of Warden's database.
-    pub async fn insert_json_rows(
+    /// Inserts `RowBinary` rows of `columns` (a comma-separated list) into `table` of
+    /// Warden's database.
+    pub async fn insert_binary_rows(
         &self,
         table: &str,
+        columns: &str,
         rows: impl Into<reqwest::Body>,
     ) -> Result<(), ClickHouseError> {
-        let q = format!("INSERT INTO {} FORMAT JSONEachRow", self.table(table));
+        let q = format!(
+            "INSERT INTO {} ({columns}) FORMAT RowBinary",
+            self.table(table)
+        );
         self.send(Some(&q), rows).await.map(|_| ())
     }
 

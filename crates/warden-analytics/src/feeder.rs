@@ -584,7 +584,8 @@ impl Feeder {
                     if body.is_empty() {
                         Ok(())
                     } else {
-                        ch.insert_json_rows(TABLE, body).await
+                        ch.insert_binary_rows(TABLE, crate::row::COLUMNS, body)
+                            .await
                     }
                 },
                 async {

@@ -152,6 +152,59 @@ async fn feed_all(store: &Arc<dyn Store>, ch: &TestClickHouse, batch: usize) -> 
     fed
 }
 
+/// The first events of `tenant` in ClickHouse hold, column by column, what the store holds.
+async fn same_rows(store: &Arc<dyn Store>, ch: &ClickHouse, tenant: &str) {
+    let stored = store
+        .outbox_rows(&TenantId::parse(tenant).unwrap(), 0, 20)
+        .await
+        .unwrap();
+    let got = ch
+        .rows(&format!(
+            "SELECT toString(id), seq, time_us, toUInt32(time), namespace, event_type, agent, user, \
+             session, action, resource_type, resource_id, tool, server, outcome, policies, payload \
+             FROM {} FINAL WHERE tenant = '{tenant}' ORDER BY seq LIMIT 20",
+            ch.table(schema::TABLE)
+        ))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), stored.len());
+    for (row, e) in got.iter().zip(&stored) {
+        let c = &e.columns;
+        let header: serde_json::Value = serde_json::from_str(&e.header).unwrap();
+        let policies: Vec<String> = header["decision"]["policies"]
+            .as_array()
+            .map(|p| {
+                p.iter()
+                    .map(|p| p["id"].as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let tool =
+            warden_analytics::row::tool_of(c.resource_type.as_deref(), c.resource_id.as_deref());
+        let text = |v: &Option<String>| serde_json::json!(v.clone().unwrap_or_default());
+        let expected = serde_json::json!([
+            c.id.to_string(),
+            e.seq.to_string(),
+            c.time_micros.to_string(),
+            c.time_micros / 1_000_000,
+            c.namespace,
+            c.event_type,
+            text(&c.agent),
+            text(&c.on_behalf_of),
+            text(&c.session),
+            text(&c.action),
+            text(&c.resource_type),
+            text(&c.resource_id),
+            tool,
+            warden_analytics::row::server_of(tool),
+            text(&c.outcome),
+            policies,
+            e.payload.clone().unwrap_or_default(),
+        ]);
+        assert_eq!(serde_json::Value::Array(row.clone()), expected);
+    }
+}
+
 async fn events_arrive_exactly_once(b: Backend) {
     let Some(ch) = TestClickHouse::new().await else {
         return;
@@ -168,6 +221,7 @@ async fn events_arrive_exactly_once(b: Backend) {
     let client = ch.client();
     assert_eq!(counts(&client, "acme").await, (acme, acme, acme));
     assert_eq!(counts(&client, "globex").await, (globex, globex, globex));
+    same_rows(&store, &client, "acme").await;
 
     // A feeder starting afresh resumes one batch back: it sends the last 64 events of each
     // tenant again, as after a crash in mid-insert.
