@@ -1,4 +1,4 @@
-//! ClickHouse over its HTTP interface: statements in the body, inserts as `JSONEachRow`,
+//! ClickHouse over its HTTP interface: statements in the body, inserts as `RowBinary`,
 //! answers as `JSONCompact`. Nothing newer than ClickHouse 18.16 is used (no query
 //! parameters, hence [`quote`] for every value put into a statement).
 

@@ -54,7 +54,7 @@ pub const COLUMNS: &str = "tenant, seq, id, time, time_us, namespace, event_type
 
 /// Appends `e` of `tenant` as one row in ClickHouse's `RowBinary` format: numbers little-endian,
 /// strings as their length (LEB128) and bytes. Nothing is escaped, so a payload of JSON text
-/// costs a copy, not a scan for quotes on both sides (as `JSONEachRow` did). Missing values are
+/// costs a copy, not an escape on one side and an unescape on the other (as a JSON string). Missing values are
 /// empty strings (the report shows them as `null`), so that columns need not be `Nullable`.
 pub fn encode(tenant: &str, e: &OutboxRow, out: &mut Vec<u8>) -> Result<(), String> {
     let c = &e.columns;
