@@ -10,7 +10,7 @@
 //! - `report/clickhouse`: the 30-day usage report (`group_by=agent`, whole tenant, and a
 //!   namespace subtree) over `WARDEN_BENCH_REPORT_EVENTS` events (default 10,000,000) spread
 //!   over 90 days, generated inside ClickHouse with `INSERT … SELECT … FROM numbers(N)`; read
-//!   with `FINAL` as the server reads it. Median of 5 runs.
+//!   counting distinct event ids per group as the server does. Median of 5 runs.
 //! - `report/postgres` (when `WARDEN_BENCH_POSTGRES=1`): the same report through
 //!   `Store::usage_report` over the same number of events in a fresh PostgreSQL database
 //!   (`WARDEN_TEST_POSTGRES_URL`), generated with `generate_series`. Median of 5 runs.
@@ -239,7 +239,7 @@ async fn report_clickhouse(ch: &TestClickHouse, n: usize) {
             counted = rows.iter().map(|r| r.total).sum::<u64>();
         }
         println!(
-            "report/clickhouse: 30-day usage by agent ({label}) over {n} events ({counted} in the window): median {:.2?} (FINAL)",
+            "report/clickhouse: 30-day usage by agent ({label}) over {n} events ({counted} in the window): median {:.2?} (distinct ids)",
             median(times)
         );
     }

@@ -1,10 +1,12 @@
 //! Reports answered from ClickHouse.
 //!
 //! Exactness: the table may hold an event twice until its parts merge (at-least-once
-//! delivery), so every report reads it with `FINAL`, which collapses rows with the same
-//! sorting key — the same event — as it reads. The answer then equals the system of record's
-//! for the events ClickHouse holds; [`crate::FeedStats::is_current`] says whether that is all
-//! of them.
+//! delivery), so a report counts distinct event ids per group (`uniqExact(id)`), not rows.
+//! Every copy of an event is the same stored row sent again, so all copies fall in the same
+//! group and count once. (`FINAL`, which collapses rows of the same sorting key as it reads,
+//! gives the same answer, but merges the window's rows on one thread: about twice as slow
+//! on a 30-day window.) The answer then equals the system of record's for the events
+//! ClickHouse holds; [`crate::FeedStats::is_current`] says whether that is all of them.
 
 use warden_core::TenantId;
 use warden_store::usage::{UsageGroupBy, UsageQuery, UsageRow, fold_usage};
@@ -30,7 +32,7 @@ pub fn usage_sql(ch: &ClickHouse, tenant: &TenantId, q: &UsageQuery) -> String {
     // `time` (seconds) bounds the partitions and the primary key; `time_us` makes the bounds
     // exact to the microsecond, as the system of record applies them.
     let mut sql = format!(
-        "SELECT {key} AS k, outcome, count() AS n FROM {table} FINAL \
+        "SELECT {key} AS k, outcome, uniqExact(id) AS n FROM {table} \
          WHERE tenant = {tenant} \
          AND time >= toDateTime({from_s}, 'UTC') AND time <= toDateTime({to_s}, 'UTC') \
          AND time_us >= {from_us} AND time_us < {to_us} AND outcome != ''",

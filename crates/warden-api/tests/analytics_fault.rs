@@ -155,7 +155,17 @@ async fn clickhouse_down_under_load_then_back_every_event_once() {
 
     let table = client.table(warden_analytics::schema::TABLE);
     let w = "WHERE tenant = 'acme'";
-    let final_count = scalar(&client, &format!("SELECT count() FROM {table} FINAL {w}")).await;
+    // A pass that began before the last events were appended reports the lag of the heads it
+    // read; the next pass brings the rest. Wait for the copy to hold every recorded event
+    // (never more: the counts below are exact).
+    let mut final_count = 0;
+    for _ in 0..600 {
+        final_count = scalar(&client, &format!("SELECT count() FROM {table} FINAL {w}")).await;
+        if final_count >= recorded {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let unique = scalar(&client, &format!("SELECT uniqExact(id) FROM {table} {w}")).await;
     let raw = scalar(&client, &format!("SELECT count() FROM {table} {w}")).await;
     let decisions = scalar(
