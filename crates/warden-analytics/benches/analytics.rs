@@ -9,7 +9,7 @@
 //!   (`WARDEN_TEST_POSTGRES_URL`) instead.
 //! - `report/clickhouse`: the 30-day usage report (`group_by=agent`, whole tenant, and a
 //!   namespace subtree) over `WARDEN_BENCH_REPORT_EVENTS` events (default 10,000,000) spread
-//!   over 90 days, generated inside ClickHouse with `INSERT … SELECT … FROM numbers(N)`; read
+//!   over 90 days, generated inside ClickHouse with `INSERT … SELECT … FROM numbers(N)`;
 //!   counting distinct event ids per group as the server does. Median of 5 runs.
 //! - `report/postgres` (when `WARDEN_BENCH_POSTGRES=1`): the same report through
 //!   `Store::usage_report` over the same number of events in a fresh PostgreSQL database
