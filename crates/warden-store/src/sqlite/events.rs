@@ -4,9 +4,9 @@
 //! parsed on the reading thread, beside the caller's formatting of the page before.
 
 use rusqlite::types::Value;
-use warden_audit::index::IndexedColumns;
 use warden_core::{AuditEvent, Error, EventHeader, Result, TenantId};
 
+use super::outbox::{Unparsed, unparsed};
 use super::{EVENT_COLUMNS, SqliteStore, hash_from, us};
 use crate::{EventFilter, PageRequest, StoredEvent};
 
@@ -25,69 +25,37 @@ pub(super) async fn query(
             let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
             let mut out = Vec::with_capacity(page.limit as usize);
             while let Some(r) = rows.next()? {
-                out.push(RawEvent {
-                    seq: r.get(0)?,
-                    id: r.get(1)?,
-                    columns: IndexedColumns {
-                        id: uuid::Uuid::nil(),
-                        time_micros: r.get(2)?,
-                        namespace: r.get(3)?,
-                        event_type: r.get(4)?,
-                        principal: r.get(5)?,
-                        agent: r.get(6)?,
-                        on_behalf_of: r.get(7)?,
-                        session: r.get(8)?,
-                        action: r.get(9)?,
-                        resource_type: r.get(10)?,
-                        resource_id: r.get(11)?,
-                        outcome: r.get(12)?,
-                    },
-                    header: r.get(13)?,
-                    payload: r.get(14)?,
-                    leaf_hash: r.get(15)?,
-                });
+                // The event columns start with the outbox's; the leaf hash follows.
+                out.push((unparsed(r)?, r.get::<_, Vec<u8>>(15)?));
             }
             Ok(out
                 .into_iter()
-                .map(|r| r.parse(parse_payload))
+                .map(|(r, leaf)| parse(r, leaf, parse_payload))
                 .collect::<Vec<_>>())
         })
         .await?;
     rows.into_iter().collect()
 }
 
-/// A row as read, before its texts are parsed.
-struct RawEvent {
-    seq: i64,
-    id: String,
-    columns: IndexedColumns,
-    header: String,
-    payload: Option<String>,
-    leaf_hash: Vec<u8>,
-}
-
-impl RawEvent {
-    /// The stored event; its payload left null (the text kept) unless `parse_payload`.
-    fn parse(self, parse_payload: bool) -> Result<StoredEvent> {
-        let header: EventHeader = serde_json::from_str(&self.header)
-            .map_err(|e| Error::internal(format!("stored event header does not parse: {e}")))?;
-        let payload = match &self.payload {
-            Some(p) if parse_payload => serde_json::from_str(p)
-                .map_err(|e| Error::internal(format!("stored payload does not parse: {e}")))?,
-            _ => serde_json::Value::Null,
-        };
-        let mut columns = self.columns;
-        columns.id = uuid::Uuid::parse_str(&self.id)
-            .map_err(|e| Error::internal(format!("stored id: {e}")))?;
-        Ok(StoredEvent {
-            seq: self.seq as u64,
-            event: AuditEvent { header, payload },
-            header_json: self.header,
-            payload_json: self.payload,
-            leaf_hash: hash_from(&self.leaf_hash)?,
-            columns,
-        })
-    }
+/// The stored event of a row as read; its payload left null (the text kept) unless
+/// `parse_payload`.
+fn parse(r: Unparsed, leaf_hash: Vec<u8>, parse_payload: bool) -> Result<StoredEvent> {
+    let row = r.into_row()?;
+    let header: EventHeader = serde_json::from_str(&row.header)
+        .map_err(|e| Error::internal(format!("stored event header does not parse: {e}")))?;
+    let payload = match &row.payload {
+        Some(p) if parse_payload => serde_json::from_str(p)
+            .map_err(|e| Error::internal(format!("stored payload does not parse: {e}")))?,
+        _ => serde_json::Value::Null,
+    };
+    Ok(StoredEvent {
+        seq: row.seq,
+        event: AuditEvent { header, payload },
+        header_json: row.header,
+        payload_json: row.payload,
+        leaf_hash: hash_from(&leaf_hash)?,
+        columns: row.columns,
+    })
 }
 
 /// The query's statement and its parameters, in order.
@@ -140,4 +108,16 @@ fn statement(tenant: &TenantId, f: &EventFilter, page: PageRequest) -> (String, 
     });
     params.push(Value::Integer(i64::from(page.limit)));
     (sql, params)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn event_columns_start_with_the_outbox_columns() {
+        // `query` reads the outbox's columns by position, then the leaf hash.
+        assert_eq!(
+            super::EVENT_COLUMNS,
+            format!("{}, leaf_hash", crate::outbox::COLUMNS)
+        );
+    }
 }

@@ -25,40 +25,54 @@ pub(super) async fn rows(
             let mut rows = stmt.query(rusqlite::params![tenant, from_seq as i64, limit])?;
             let mut out = Vec::with_capacity(limit as usize);
             while let Some(r) = rows.next()? {
-                // The id is checked after the read: a conversion error here would be
-                // reported as the database being unreadable.
-                let id: String = r.get(1)?;
-                out.push((
-                    id,
-                    OutboxRow {
-                        seq: r.get::<_, i64>(0)? as u64,
-                        columns: IndexedColumns {
-                            id: uuid::Uuid::nil(),
-                            time_micros: r.get(2)?,
-                            namespace: r.get(3)?,
-                            event_type: r.get(4)?,
-                            principal: r.get(5)?,
-                            agent: r.get(6)?,
-                            on_behalf_of: r.get(7)?,
-                            session: r.get(8)?,
-                            action: r.get(9)?,
-                            resource_type: r.get(10)?,
-                            resource_id: r.get(11)?,
-                            outcome: r.get(12)?,
-                        },
-                        header: r.get(13)?,
-                        payload: r.get(14)?,
-                    },
-                ));
+                out.push(unparsed(r)?);
             }
             Ok(out)
         })
         .await?;
-    rows.into_iter()
-        .map(|(id, mut row)| {
-            row.columns.id = uuid::Uuid::parse_str(&id)
-                .map_err(|e| Error::internal(format!("stored id {id:?}: {e}")))?;
-            Ok(row)
-        })
-        .collect()
+    rows.into_iter().map(Unparsed::into_row).collect()
+}
+
+/// The leading columns of [`COLUMNS`] (which the event queries select first as well), as
+/// read: the id is checked after the read, since a conversion error inside it would be
+/// reported as the database being unreadable.
+pub(super) struct Unparsed {
+    pub id: String,
+    pub row: OutboxRow,
+}
+
+impl Unparsed {
+    /// The row, its id parsed.
+    pub fn into_row(self) -> Result<OutboxRow> {
+        let mut row = self.row;
+        row.columns.id = uuid::Uuid::parse_str(&self.id)
+            .map_err(|e| Error::internal(format!("stored id {:?}: {e}", self.id)))?;
+        Ok(row)
+    }
+}
+
+/// Reads the columns of [`COLUMNS`] from the start of `r`.
+pub(super) fn unparsed(r: &rusqlite::Row<'_>) -> rusqlite::Result<Unparsed> {
+    Ok(Unparsed {
+        id: r.get(1)?,
+        row: OutboxRow {
+            seq: r.get::<_, i64>(0)? as u64,
+            columns: IndexedColumns {
+                id: uuid::Uuid::nil(),
+                time_micros: r.get(2)?,
+                namespace: r.get(3)?,
+                event_type: r.get(4)?,
+                principal: r.get(5)?,
+                agent: r.get(6)?,
+                on_behalf_of: r.get(7)?,
+                session: r.get(8)?,
+                action: r.get(9)?,
+                resource_type: r.get(10)?,
+                resource_id: r.get(11)?,
+                outcome: r.get(12)?,
+            },
+            header: r.get(13)?,
+            payload: r.get(14)?,
+        },
+    })
 }
