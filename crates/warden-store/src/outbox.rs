@@ -44,28 +44,30 @@ pub(crate) const COLUMNS: &str = "seq, id, time_us, namespace, event_type, princ
 
 /// An [`OutboxRow`] from a row of the outbox query. A macro, not a function: the backends' row
 /// types differ, the columns and their decoding do not; `db_err` is the calling backend's.
+/// Columns are read by position ([`COLUMNS`]' order): by name, each of the 15 would be a
+/// lookup per row, and the outbox is read by the million.
 macro_rules! outbox_row {
     ($r:expr) => {{
         let r = $r;
         Ok($crate::outbox::OutboxRow {
-            seq: r.try_get::<i64, _>("seq").map_err(db_err)? as u64,
+            seq: r.try_get::<i64, _>(0).map_err(db_err)? as u64,
             columns: warden_audit::index::IndexedColumns {
-                id: uuid::Uuid::parse_str(r.try_get::<&str, _>("id").map_err(db_err)?)
+                id: uuid::Uuid::parse_str(r.try_get::<&str, _>(1).map_err(db_err)?)
                     .map_err(|e| warden_core::Error::internal(format!("stored id: {e}")))?,
-                time_micros: r.try_get("time_us").map_err(db_err)?,
-                namespace: r.try_get("namespace").map_err(db_err)?,
-                event_type: r.try_get("event_type").map_err(db_err)?,
-                principal: r.try_get("principal").map_err(db_err)?,
-                agent: r.try_get("agent").map_err(db_err)?,
-                on_behalf_of: r.try_get("on_behalf_of").map_err(db_err)?,
-                session: r.try_get("session").map_err(db_err)?,
-                action: r.try_get("action").map_err(db_err)?,
-                resource_type: r.try_get("resource_type").map_err(db_err)?,
-                resource_id: r.try_get("resource_id").map_err(db_err)?,
-                outcome: r.try_get("outcome").map_err(db_err)?,
+                time_micros: r.try_get(2).map_err(db_err)?,
+                namespace: r.try_get(3).map_err(db_err)?,
+                event_type: r.try_get(4).map_err(db_err)?,
+                principal: r.try_get(5).map_err(db_err)?,
+                agent: r.try_get(6).map_err(db_err)?,
+                on_behalf_of: r.try_get(7).map_err(db_err)?,
+                session: r.try_get(8).map_err(db_err)?,
+                action: r.try_get(9).map_err(db_err)?,
+                resource_type: r.try_get(10).map_err(db_err)?,
+                resource_id: r.try_get(11).map_err(db_err)?,
+                outcome: r.try_get(12).map_err(db_err)?,
             },
-            header: r.try_get("header").map_err(db_err)?,
-            payload: r.try_get("payload").map_err(db_err)?,
+            header: r.try_get(13).map_err(db_err)?,
+            payload: r.try_get(14).map_err(db_err)?,
         })
     }};
 }

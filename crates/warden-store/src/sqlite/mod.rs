@@ -32,6 +32,7 @@ use crate::registry::{
 };
 use crate::{STORED_NODE_MIN_LEVEL, Store};
 
+mod appender;
 mod events;
 mod outbox;
 mod reader;
@@ -66,11 +67,8 @@ pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    /// The connection audit appends use, always the same one: SQLite drops a connection's page
-    /// cache whenever another connection has written, so a writer that took whichever pooled
-    /// connection was free would start every batch with a cold cache and read the indexes it
-    /// appends to back from the file.
-    appender: Arc<tokio::sync::Mutex<sqlx::SqliteConnection>>,
+    /// The audit pipeline's writer: one connection on a thread of its own (see [`appender`]).
+    appender: Arc<appender::Appender>,
     /// Bulk reads of the log (simulation, outbox) without sqlx's per-row hand-over.
     reader: Arc<reader::Reader>,
     /// Stops the WAL checkpointer when the last handle goes.
@@ -158,16 +156,11 @@ impl SqliteStore {
                 path.display()
             ))
         })?;
-        let appender = sqlx::ConnectOptions::connect(&opts).await.map_err(|e| {
-            Error::unavailable(
-                format!("cannot open database {}: {e}", path.display()),
-                None,
-            )
-        })?;
+        let appender = appender::Appender::open(path, busy_timeout)?;
         let checkpointer = Arc::new(WalCheckpointer::start(pool.clone()));
         Ok(SqliteStore {
             pool,
-            appender: Arc::new(tokio::sync::Mutex::new(appender)),
+            appender: Arc::new(appender),
             reader: reader::Reader::new(path, busy_timeout),
             _checkpointer: checkpointer,
         })
@@ -339,9 +332,9 @@ pub(crate) fn event_from_row(r: &SqliteRow) -> Result<StoredEvent> {
 pub(crate) const EVENT_COLUMNS: &str = "seq, id, time_us, namespace, event_type, principal, agent, on_behalf_of, session, \
      action, resource_type, resource_id, outcome, header, payload, leaf_hash";
 
-struct LogRow {
-    seq: i64,
-    event: EncodedEvent,
+pub(crate) struct LogRow {
+    pub(crate) seq: i64,
+    pub(crate) event: EncodedEvent,
 }
 
 #[async_trait]
@@ -880,15 +873,7 @@ impl Store for SqliteStore {
         if batch.is_empty() {
             return Ok(vec![]);
         }
-        // IMMEDIATE takes the write lock before the head is read, so two writers (the server
-        // and a CLI command) can never extend the same tree from the same head.
-        let mut conn = self.appender.lock().await;
-        let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE")
-            .await
-            .map_err(db_err)?;
-        let out = append_in(&mut tx, batch).await?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(out)
+        self.appender.append(batch).await
     }
 
     async fn query_events(
@@ -1232,43 +1217,13 @@ pub(crate) async fn append_in(
     tx: &mut sqlx::SqliteConnection,
     batch: Vec<EncodedEvent>,
 ) -> Result<Vec<Appended>> {
-    // Group by tenant, keeping arrival order inside each tenant's log.
-    let mut out = vec![Appended::Duplicate; batch.len()];
-    let mut groups: Vec<(String, Vec<(usize, EncodedEvent)>)> = Vec::new();
-    for (i, e) in batch.into_iter().enumerate() {
-        match groups.iter_mut().find(|(t, _)| *t == e.tenant) {
-            Some((_, g)) => g.push((i, e)),
-            None => groups.push((e.tenant.clone(), vec![(i, e)])),
-        }
-    }
+    let (mut out, groups) = by_tenant(batch);
     for (tenant, events) in groups {
         let tenant = tenant.as_str();
         let existing = existing_ids(&mut *tx, tenant, &events).await?;
         let head = read_head(&mut *tx, tenant).await?;
-        let mut range = CompactRange::from_frontier(head.size, head.frontier)
-            .map_err(|e| Error::internal(format!("merkle head of {tenant} is corrupt: {e:?}")))?;
-        let mut seen: HashSet<uuid::Uuid> = HashSet::new();
-        let mut rows = Vec::with_capacity(events.len());
-        let mut nodes: Vec<(NodeId, Hash)> = Vec::new();
-        for (i, event) in events {
-            let id = event.columns.id;
-            if event.dedupe && (existing.contains(&id.to_string()) || !seen.insert(id)) {
-                continue;
-            }
-            let seq = range.size();
-            for (node, h) in range.append(event.leaf) {
-                if node.level >= STORED_NODE_MIN_LEVEL {
-                    nodes.push((node, h));
-                }
-            }
-            rows.push(LogRow {
-                seq: seq as i64,
-                event,
-            });
-            out[i] = Appended::Stored { seq };
-        }
-        let stored = rows.len();
-        let mut rows = rows.into_iter();
+        let numbered = number(tenant, events, head, &existing, &mut out)?;
+        let mut rows = numbered.rows.into_iter();
         while rows.len() > 0 {
             let chunk = statement_rows(rows.len());
             let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
@@ -1303,7 +1258,7 @@ pub(crate) async fn append_in(
             });
             qb.build().execute(&mut *tx).await.map_err(db_err)?;
         }
-        let mut rest = nodes.as_slice();
+        let mut rest = numbered.nodes.as_slice();
         while !rest.is_empty() {
             let (chunk, tail) = rest.split_at(statement_rows(rest.len()));
             rest = tail;
@@ -1317,21 +1272,90 @@ pub(crate) async fn append_in(
             });
             qb.build().execute(&mut *tx).await.map_err(db_err)?;
         }
-        if stored > 0 {
-            let frontier: Vec<u8> = range.frontier().concat();
-            sqlx::query(
-                "INSERT INTO merkle_heads (tenant, size, frontier) VALUES (?, ?, ?) \
-                 ON CONFLICT (tenant) DO UPDATE SET size = excluded.size, frontier = excluded.frontier",
-            )
-            .bind(tenant)
-            .bind(range.size() as i64)
-            .bind(frontier)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
+        if let Some(head) = numbered.head {
+            sqlx::query(UPSERT_HEAD)
+                .bind(tenant)
+                .bind(head.size as i64)
+                .bind(head.frontier)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
         }
     }
     Ok(out)
+}
+
+/// Writes a tenant's new Merkle head (size and frontier).
+pub(crate) const UPSERT_HEAD: &str = "INSERT INTO merkle_heads (tenant, size, frontier) VALUES (?, ?, ?) \
+     ON CONFLICT (tenant) DO UPDATE SET size = excluded.size, frontier = excluded.frontier";
+
+/// A batch's events grouped by tenant, arrival order kept inside each tenant's log, and one
+/// result per event (`Duplicate` until numbering says otherwise).
+pub(crate) type TenantGroups = Vec<(String, Vec<(usize, EncodedEvent)>)>;
+
+pub(crate) fn by_tenant(batch: Vec<EncodedEvent>) -> (Vec<Appended>, TenantGroups) {
+    let out = vec![Appended::Duplicate; batch.len()];
+    let mut groups: TenantGroups = Vec::new();
+    for (i, e) in batch.into_iter().enumerate() {
+        match groups.iter_mut().find(|(t, _)| *t == e.tenant) {
+            Some((_, g)) => g.push((i, e)),
+            None => groups.push((e.tenant.clone(), vec![(i, e)])),
+        }
+    }
+    (out, groups)
+}
+
+/// What one tenant's part of a batch writes: the numbered rows, the Merkle nodes to store,
+/// and the new head (`None` when every event was a duplicate).
+pub(crate) struct Numbered {
+    pub(crate) rows: Vec<LogRow>,
+    pub(crate) nodes: Vec<(NodeId, Hash)>,
+    pub(crate) head: Option<NewHead>,
+}
+
+pub(crate) struct NewHead {
+    pub(crate) size: u64,
+    pub(crate) frontier: Vec<u8>,
+}
+
+/// Numbers a tenant's events from its current head: drops duplicates (already stored, or
+/// twice in the batch), gives each event its leaf index, and extends the tree. Pure: both
+/// ways of writing (the pipeline's appender and appends inside another transaction) write
+/// what this returns.
+pub(crate) fn number(
+    tenant: &str,
+    events: Vec<(usize, EncodedEvent)>,
+    head: MerkleHead,
+    existing: &HashSet<String>,
+    out: &mut [Appended],
+) -> Result<Numbered> {
+    let mut range = CompactRange::from_frontier(head.size, head.frontier)
+        .map_err(|e| Error::internal(format!("merkle head of {tenant} is corrupt: {e:?}")))?;
+    let mut seen: HashSet<uuid::Uuid> = HashSet::new();
+    let mut rows = Vec::with_capacity(events.len());
+    let mut nodes: Vec<(NodeId, Hash)> = Vec::new();
+    for (i, event) in events {
+        let id = event.columns.id;
+        if event.dedupe && (existing.contains(&id.to_string()) || !seen.insert(id)) {
+            continue;
+        }
+        let seq = range.size();
+        for (node, h) in range.append(event.leaf) {
+            if node.level >= STORED_NODE_MIN_LEVEL {
+                nodes.push((node, h));
+            }
+        }
+        rows.push(LogRow {
+            seq: seq as i64,
+            event,
+        });
+        out[i] = Appended::Stored { seq };
+    }
+    let head = (!rows.is_empty()).then(|| NewHead {
+        size: range.size(),
+        frontier: range.frontier().concat(),
+    });
+    Ok(Numbered { rows, nodes, head })
 }
 
 fn checkpoint_from_row(r: &SqliteRow) -> Result<StoredCheckpoint> {
@@ -1352,14 +1376,18 @@ async fn read_head(conn: &mut sqlx::SqliteConnection, tenant: &str) -> Result<Me
     let Some(row) = row else {
         return Ok(MerkleHead::default());
     };
-    let frontier: &[u8] = row.get("frontier");
+    head_from(tenant, row.get("size"), row.get("frontier"))
+}
+
+/// A Merkle head from its stored size and frontier (the concatenated 32-byte hashes).
+pub(crate) fn head_from(tenant: &str, size: i64, frontier: &[u8]) -> Result<MerkleHead> {
     if !frontier.len().is_multiple_of(32) {
         return Err(Error::internal(format!(
             "merkle head of {tenant} is corrupt"
         )));
     }
     Ok(MerkleHead {
-        size: row.get::<i64, _>("size") as u64,
+        size: size as u64,
         frontier: frontier.chunks(32).map(hash_from).collect::<Result<_>>()?,
     })
 }
