@@ -56,7 +56,16 @@ impl PipelineStats {
 struct Job {
     event: EncodedEvent,
     ack: oneshot::Sender<Result<Appended>>,
+    /// Someone waits for this commit (a decision about to be answered or acted on).
+    awaited: bool,
 }
+
+/// How long events nobody waits for (see [`AuditPipeline::submit`]) may wait for an event
+/// somebody does wait for, so that both share one commit. A governed tool call records its
+/// decision (awaited) and then its outcome (not awaited): written on its own, each outcome is
+/// a commit of its own that the next call's decision may find in progress and wait behind.
+/// Shorter than any retry or shutdown deadline; a graceful shutdown does not wait for it.
+pub const UNAWAITED_WAIT: Duration = Duration::from_millis(10);
 
 pub struct AuditPipeline {
     sender: mpsc::Sender<Job>,
@@ -96,30 +105,37 @@ impl AuditPipeline {
 
     /// Records one event; returns once it is durable.
     pub async fn record(&self, event: AuditEvent) -> Result<Appended> {
-        let mut acks = self.enqueue(vec![NewEvent {
-            event,
-            dedupe: false,
-        }])?;
+        let mut acks = self.enqueue(
+            vec![NewEvent {
+                event,
+                dedupe: false,
+            }],
+            true,
+        )?;
         await_ack(acks.pop().expect("one ack")).await
     }
 
     /// Queues one event now and returns what resolves once it is durable. For records
     /// nobody waits on (the outcome of an action already taken): the event is in the queue
-    /// when this returns, so a graceful shutdown still writes it.
+    /// when this returns, so a graceful shutdown still writes it. Its commit may wait up to
+    /// [`UNAWAITED_WAIT`] for an awaited event to share.
     pub fn submit(
         &self,
         event: AuditEvent,
     ) -> Result<impl std::future::Future<Output = Result<Appended>> + Send + 'static> {
-        let mut acks = self.enqueue(vec![NewEvent {
-            event,
-            dedupe: false,
-        }])?;
+        let mut acks = self.enqueue(
+            vec![NewEvent {
+                event,
+                dedupe: false,
+            }],
+            false,
+        )?;
         Ok(await_ack(acks.pop().expect("one ack")))
     }
 
     /// Records many events; all enter the queue or none does. Each gets its own result.
     pub async fn record_many(&self, events: Vec<NewEvent>) -> Result<Vec<Result<Appended>>> {
-        let acks = self.enqueue(events)?;
+        let acks = self.enqueue(events, true)?;
         let mut out = Vec::with_capacity(acks.len());
         for a in acks {
             out.push(await_ack(a).await);
@@ -127,7 +143,11 @@ impl AuditPipeline {
         Ok(out)
     }
 
-    fn enqueue(&self, events: Vec<NewEvent>) -> Result<Vec<oneshot::Receiver<Result<Appended>>>> {
+    fn enqueue(
+        &self,
+        events: Vec<NewEvent>,
+        awaited: bool,
+    ) -> Result<Vec<oneshot::Receiver<Result<Appended>>>> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::unavailable(
                 "Warden is shutting down; retry on another node",
@@ -162,7 +182,11 @@ impl AuditPipeline {
             .fetch_add(events.len() as i64, Ordering::Relaxed);
         for (permit, event) in permits.zip(events) {
             let (ack, rx) = oneshot::channel();
-            permit.send(Job { event, ack });
+            permit.send(Job {
+                event,
+                ack,
+                awaited,
+            });
             acks.push(rx);
         }
         Ok(acks)
@@ -223,6 +247,19 @@ async fn write_loop(
                     Ok(job) => jobs.push(job),
                     Err(_) => break,
                 }
+            }
+        }
+        // Nobody waits for any of these yet: give an awaited event the chance to come and
+        // share the commit.
+        let deadline = tokio::time::Instant::now() + UNAWAITED_WAIT;
+        while !jobs.iter().any(|j| j.awaited)
+            && jobs.len() < max_batch
+            && !closed.load(Ordering::Acquire)
+        {
+            let room = max_batch - jobs.len();
+            match tokio::time::timeout_at(deadline, rx.recv_many(&mut jobs, room)).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
             }
         }
         for job in jobs.drain(..) {

@@ -338,7 +338,31 @@ async fn two_writers_on_one_database_extend_one_tree(b: Backend) {
     }
 }
 
+/// An event nobody waits for (a call's outcome) shares the commit of the next event somebody
+/// waits for, instead of a commit of its own; alone, it is still written.
+async fn unawaited_events_share_the_next_awaited_commit(b: Backend) {
+    use warden_store::pipeline::{AuditPipeline, PipelineConfig};
+    let db = TestDb::new(b).await;
+    let s = db.open().await;
+    let pipeline = AuditPipeline::start(s.clone(), PipelineConfig::default());
+    let outcome = pipeline.submit(event("acme", "acme/a", 0)).unwrap();
+    let decision = pipeline.record(event("acme", "acme/a", 1)).await.unwrap();
+    assert_eq!(outcome.await.unwrap(), Appended::Stored { seq: 0 });
+    assert_eq!(decision, Appended::Stored { seq: 1 });
+    assert_eq!(pipeline.stats().batches.get(), 1, "one commit for both");
+
+    let alone = pipeline.submit(event("acme", "acme/a", 2)).unwrap();
+    assert_eq!(alone.await.unwrap(), Appended::Stored { seq: 2 });
+    assert_eq!(pipeline.stats().batches.get(), 2);
+    // Queued and not yet due: a graceful shutdown writes it at once.
+    let pending = pipeline.submit(event("acme", "acme/a", 3)).unwrap();
+    pipeline.shutdown().await;
+    assert_eq!(pending.await.unwrap(), Appended::Stored { seq: 3 });
+    assert_eq!(s.merkle_head(&tenant("acme")).await.unwrap().size, 4);
+}
+
 on_both_backends!(
+    unawaited_events_share_the_next_awaited_commit,
     appended_events_extend_each_tenants_own_log,
     resent_events_are_recorded_once,
     queries_filter_page_and_stay_in_their_tenant,
