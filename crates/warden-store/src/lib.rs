@@ -15,6 +15,7 @@ pub mod database;
 pub mod delivery;
 pub mod lease;
 pub mod model;
+mod numbering;
 pub mod outbox;
 pub mod pipeline;
 pub mod postgres;

@@ -19,7 +19,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 use warden_audit::index::IndexedColumns;
-use warden_audit::merkle::{CompactRange, Hash, NodeId, node_hash};
+use warden_audit::merkle::{Hash, NodeId, node_hash};
 use warden_core::event::EventHeader;
 use warden_core::{
     Approval, ApprovalAnswer, ApprovalChannel, ApprovalStatus, AuditEvent, Error, NamespacePath,
@@ -30,6 +30,7 @@ use crate::delivery::{
     DeadLetter, DeadLetterBatch, DeliveryStart, DeliveryState, LeaseKey, StoredDestination,
 };
 use crate::model::*;
+use crate::numbering::{by_tenant, number};
 use crate::registry::{
     AgentFilter, HistoryEntry, HistoryFilter, RegistryChange, RegistryRows, ServerFilter,
     StoredAgent, StoredServer, StoredTool, ToolFilter,
@@ -1113,14 +1114,7 @@ pub(crate) async fn append_in(
     tx: &mut PgConnection,
     batch: Vec<EncodedEvent>,
 ) -> Result<Vec<Appended>> {
-    let mut out = vec![Appended::Duplicate; batch.len()];
-    let mut groups: Vec<(String, Vec<(usize, EncodedEvent)>)> = Vec::new();
-    for (i, e) in batch.into_iter().enumerate() {
-        match groups.iter_mut().find(|(t, _)| *t == e.tenant) {
-            Some((_, g)) => g.push((i, e)),
-            None => groups.push((e.tenant.clone(), vec![(i, e)])),
-        }
-    }
+    let (mut out, mut groups) = by_tenant(batch);
     // Head rows are locked in one global order (by tenant), so two nodes whose batches hold
     // the same tenants can never each wait for a row the other holds.
     groups.sort_by(|a, b| a.0.cmp(&b.0));
@@ -1128,29 +1122,19 @@ pub(crate) async fn append_in(
         let tenant = tenant.as_str();
         let head = lock_head(&mut *tx, tenant).await?;
         let existing = existing_ids(&mut *tx, tenant, &events).await?;
-        let mut range = CompactRange::from_frontier(head.size, head.frontier)
-            .map_err(|e| Error::internal(format!("merkle head of {tenant} is corrupt: {e:?}")))?;
-        let mut seen: HashSet<Uuid> = HashSet::new();
-        let mut rows = EventColumns::with_capacity(events.len());
-        let mut nodes = NodeColumns::default();
-        for (i, event) in events {
-            let id = event.columns.id;
-            if event.dedupe && (existing.contains(&id.to_string()) || !seen.insert(id)) {
-                continue;
-            }
-            let seq = range.size();
-            for (node, h) in range.append(event.leaf) {
-                if node.level >= STORED_NODE_MIN_LEVEL {
-                    nodes.level.push(node.level as i64);
-                    nodes.idx.push(node.index as i64);
-                    nodes.hash.push(h.to_vec());
-                }
-            }
-            rows.push(seq as i64, event);
-            out[i] = Appended::Stored { seq };
-        }
-        if rows.seq.is_empty() {
+        let numbered = number(tenant, events, head, &existing, &mut out)?;
+        let Some(new_head) = numbered.head else {
             continue;
+        };
+        let mut rows = EventColumns::with_capacity(numbered.rows.len());
+        for r in numbered.rows {
+            rows.push(r.seq, r.event);
+        }
+        let mut nodes = NodeColumns::default();
+        for (node, h) in numbered.nodes {
+            nodes.level.push(node.level as i64);
+            nodes.idx.push(node.index as i64);
+            nodes.hash.push(h.to_vec());
         }
         sqlx::query(
             "INSERT INTO audit_events (tenant, seq, id, time_us, namespace, event_type, principal, agent, \
@@ -1194,8 +1178,8 @@ pub(crate) async fn append_in(
         }
         sqlx::query("UPDATE merkle_heads SET size = $2, frontier = $3 WHERE tenant = $1")
             .bind(tenant)
-            .bind(range.size() as i64)
-            .bind(range.frontier().concat())
+            .bind(new_head.size as i64)
+            .bind(new_head.frontier)
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;

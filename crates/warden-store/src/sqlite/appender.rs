@@ -23,7 +23,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 use tokio::sync::oneshot;
 use warden_core::{Error, Result};
 
-use super::{EVENT_COLUMNS, UPSERT_HEAD, by_tenant, head_from, number};
+use super::{EVENT_COLUMNS, UPSERT_HEAD, head_from};
+use crate::numbering::{by_tenant, number};
 use crate::{Appended, EncodedEvent};
 
 struct Job {

@@ -15,7 +15,7 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use uuid::Uuid;
 use warden_audit::index::IndexedColumns;
-use warden_audit::merkle::{CompactRange, Hash, NodeId, node_hash};
+use warden_audit::merkle::{Hash, NodeId, node_hash};
 use warden_core::event::EventHeader;
 use warden_core::{
     Approval, ApprovalAnswer, ApprovalChannel, ApprovalStatus, AuditEvent, Error, NamespacePath,
@@ -26,6 +26,7 @@ use crate::delivery::{
     DeadLetter, DeadLetterBatch, DeliveryStart, DeliveryState, LeaseKey, StoredDestination,
 };
 use crate::model::*;
+use crate::numbering::{by_tenant, number};
 use crate::registry::{
     AgentFilter, HistoryEntry, HistoryFilter, RegistryChange, RegistryRows, ServerFilter,
     StoredAgent, StoredServer, StoredTool, ToolFilter,
@@ -331,11 +332,6 @@ pub(crate) fn event_from_row(r: &SqliteRow) -> Result<StoredEvent> {
 
 pub(crate) const EVENT_COLUMNS: &str = "seq, id, time_us, namespace, event_type, principal, agent, on_behalf_of, session, \
      action, resource_type, resource_id, outcome, header, payload, leaf_hash";
-
-pub(crate) struct LogRow {
-    pub(crate) seq: i64,
-    pub(crate) event: EncodedEvent,
-}
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -1288,75 +1284,6 @@ pub(crate) async fn append_in(
 /// Writes a tenant's new Merkle head (size and frontier).
 pub(crate) const UPSERT_HEAD: &str = "INSERT INTO merkle_heads (tenant, size, frontier) VALUES (?, ?, ?) \
      ON CONFLICT (tenant) DO UPDATE SET size = excluded.size, frontier = excluded.frontier";
-
-/// A batch's events grouped by tenant, arrival order kept inside each tenant's log, and one
-/// result per event (`Duplicate` until numbering says otherwise).
-pub(crate) type TenantGroups = Vec<(String, Vec<(usize, EncodedEvent)>)>;
-
-pub(crate) fn by_tenant(batch: Vec<EncodedEvent>) -> (Vec<Appended>, TenantGroups) {
-    let out = vec![Appended::Duplicate; batch.len()];
-    let mut groups: TenantGroups = Vec::new();
-    for (i, e) in batch.into_iter().enumerate() {
-        match groups.iter_mut().find(|(t, _)| *t == e.tenant) {
-            Some((_, g)) => g.push((i, e)),
-            None => groups.push((e.tenant.clone(), vec![(i, e)])),
-        }
-    }
-    (out, groups)
-}
-
-/// What one tenant's part of a batch writes: the numbered rows, the Merkle nodes to store,
-/// and the new head (`None` when every event was a duplicate).
-pub(crate) struct Numbered {
-    pub(crate) rows: Vec<LogRow>,
-    pub(crate) nodes: Vec<(NodeId, Hash)>,
-    pub(crate) head: Option<NewHead>,
-}
-
-pub(crate) struct NewHead {
-    pub(crate) size: u64,
-    pub(crate) frontier: Vec<u8>,
-}
-
-/// Numbers a tenant's events from its current head: drops duplicates (already stored, or
-/// twice in the batch), gives each event its leaf index, and extends the tree. Pure: both
-/// ways of writing (the pipeline's appender and appends inside another transaction) write
-/// what this returns.
-pub(crate) fn number(
-    tenant: &str,
-    events: Vec<(usize, EncodedEvent)>,
-    head: MerkleHead,
-    existing: &HashSet<String>,
-    out: &mut [Appended],
-) -> Result<Numbered> {
-    let mut range = CompactRange::from_frontier(head.size, head.frontier)
-        .map_err(|e| Error::internal(format!("merkle head of {tenant} is corrupt: {e:?}")))?;
-    let mut seen: HashSet<uuid::Uuid> = HashSet::new();
-    let mut rows = Vec::with_capacity(events.len());
-    let mut nodes: Vec<(NodeId, Hash)> = Vec::new();
-    for (i, event) in events {
-        let id = event.columns.id;
-        if event.dedupe && (existing.contains(&id.to_string()) || !seen.insert(id)) {
-            continue;
-        }
-        let seq = range.size();
-        for (node, h) in range.append(event.leaf) {
-            if node.level >= STORED_NODE_MIN_LEVEL {
-                nodes.push((node, h));
-            }
-        }
-        rows.push(LogRow {
-            seq: seq as i64,
-            event,
-        });
-        out[i] = Appended::Stored { seq };
-    }
-    let head = (!rows.is_empty()).then(|| NewHead {
-        size: range.size(),
-        frontier: range.frontier().concat(),
-    });
-    Ok(Numbered { rows, nodes, head })
-}
 
 fn checkpoint_from_row(r: &SqliteRow) -> Result<StoredCheckpoint> {
     Ok(StoredCheckpoint {
