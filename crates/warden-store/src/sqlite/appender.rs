@@ -16,13 +16,14 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::oneshot;
 use warden_core::{Error, Result};
 
+use super::wal::{WAL_KEEP_BYTES, WalTail};
 use super::{EVENT_COLUMNS, UPSERT_HEAD, head_from};
 use crate::numbering::{by_tenant, number};
 use crate::{Appended, EncodedEvent};
@@ -41,7 +42,11 @@ pub(crate) struct Appender {
 impl Appender {
     /// Opens the connection (the file exists and is migrated: the pool did both) and starts
     /// the thread.
-    pub(crate) fn open(path: &Path, busy_timeout: Duration) -> Result<Appender> {
+    pub(super) fn open(
+        path: &Path,
+        busy_timeout: Duration,
+        tail: Arc<WalTail>,
+    ) -> Result<Appender> {
         let conn = connect(path, busy_timeout).map_err(|e| {
             Error::unavailable(
                 format!("cannot open database {}: {e}", path.display()),
@@ -51,7 +56,7 @@ impl Appender {
         let (jobs, inbox) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("warden-sqlite-appender".into())
-            .spawn(move || run(conn, inbox))
+            .spawn(move || run(conn, inbox, &tail))
             .map_err(|e| Error::internal(format!("cannot start the audit writer thread: {e}")))?;
         Ok(Appender { jobs })
     }
@@ -83,15 +88,35 @@ fn connect(path: &Path, busy_timeout: Duration) -> rusqlite::Result<Connection> 
     conn.pragma_update(None, "foreign_keys", true)?;
     conn.pragma_update(None, "cache_size", -16384)?;
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    conn.pragma_update(None, "journal_size_limit", WAL_KEEP_BYTES)?;
     conn.set_prepared_statement_cache_capacity(16);
     Ok(conn)
 }
 
-fn run(mut conn: Connection, inbox: mpsc::Receiver<Job>) {
+fn run(mut conn: Connection, inbox: mpsc::Receiver<Job>, tail: &WalTail) {
     while let Ok(job) = inbox.recv() {
         let result = append(&mut conn, job.batch).map_err(write_err);
         // The caller may have gone (its request cancelled): the batch is written either way.
         let _ = job.done.send(result);
+        // Between two batches nothing else commits, so this copy of the log's tail completes
+        // and the next commit starts the log over (see `wal`). Passive: a reader still using
+        // old frames keeps them, and the checkpointer hands the tail over again.
+        if tail.take() {
+            match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            }) {
+                Ok((busy, log, copied)) => {
+                    tracing::debug!(busy, log, copied, "the audit writer copied the log's tail")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the audit writer could not copy the log's tail")
+                }
+            }
+        }
     }
 }
 

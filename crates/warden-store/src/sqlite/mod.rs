@@ -40,6 +40,7 @@ mod reader;
 mod recorded;
 mod registry;
 mod usage;
+mod wal;
 // Retention
 mod retention;
 // Delivery
@@ -73,45 +74,7 @@ pub struct SqliteStore {
     /// Bulk reads of the log (simulation, outbox) without sqlx's per-row hand-over.
     reader: Arc<reader::Reader>,
     /// Stops the WAL checkpointer when the last handle goes.
-    _checkpointer: Arc<WalCheckpointer>,
-}
-
-/// How often the WAL is copied back into the database file.
-const WAL_CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
-
-/// Copies the write-ahead log back into the database file on a connection of its own.
-///
-/// SQLite's automatic checkpoint runs inside the commit that crosses the threshold, on the
-/// committing connection — with the audit pipeline, on its single writer, which then spends
-/// much of its time reading the log back and writing database pages instead of appending.
-/// Here a passive checkpoint runs beside the writer (it never blocks it), on another core.
-struct WalCheckpointer(tokio::task::JoinHandle<()>);
-
-impl WalCheckpointer {
-    fn start(pool: SqlitePool) -> WalCheckpointer {
-        WalCheckpointer(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(WAL_CHECKPOINT_EVERY);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                if pool.is_closed() {
-                    break;
-                }
-                if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                    .execute(&pool)
-                    .await
-                {
-                    tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
-                }
-            }
-        }))
-    }
-}
-
-impl Drop for WalCheckpointer {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+    _checkpointer: Arc<wal::WalCheckpointer>,
 }
 
 impl SqliteStore {
@@ -139,7 +102,9 @@ impl SqliteStore {
             .pragma("cache_size", "-16384")
             // Checkpoints run beside the writer (see `WalCheckpointer`). A process that opens
             // the store briefly (the CLI) checkpoints when it closes the last connection.
-            .pragma("wal_autocheckpoint", "0");
+            .pragma("wal_autocheckpoint", "0")
+            // A log that grew long under load is cut back when it starts over (see `wal`).
+            .pragma("journal_size_limit", wal::WAL_KEEP_BYTES.to_string());
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .min_connections(1)
@@ -157,8 +122,9 @@ impl SqliteStore {
                 path.display()
             ))
         })?;
-        let appender = appender::Appender::open(path, busy_timeout)?;
-        let checkpointer = Arc::new(WalCheckpointer::start(pool.clone()));
+        let tail = Arc::new(wal::WalTail::default());
+        let appender = appender::Appender::open(path, busy_timeout, tail.clone())?;
+        let checkpointer = Arc::new(wal::WalCheckpointer::start(pool.clone(), tail));
         Ok(SqliteStore {
             pool,
             appender: Arc::new(appender),
