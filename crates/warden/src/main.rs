@@ -5,6 +5,7 @@ mod audit_cmd;
 mod config;
 mod duration;
 mod gateway_cmd;
+mod memory;
 mod migrate_cmd;
 mod policy_cmd;
 mod policy_server_cmd;
@@ -76,6 +77,7 @@ fn init_logging() {
 }
 
 fn main() -> ExitCode {
+    memory::purge_at_once();
     let cli = Cli::parse();
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
