@@ -11,27 +11,33 @@ use warden_store::outbox::by_events;
 
 use common::{Backend, TestDb};
 
+fn event(tenant: &str, namespace: &str, i: usize) -> NewEvent {
+    NewEvent {
+        event: AuditEvent::new(
+            tenant,
+            namespace,
+            "authz.decision",
+            "warden.api",
+            Actor {
+                agent: Some(format!("agent-{i}")),
+                ..Actor::default()
+            },
+            json!({"i": i}),
+        ),
+        dedupe: false,
+    }
+}
+
 async fn outbox_rows_match_the_log(b: Backend) {
     let db = TestDb::new(b).await;
     let store = db.open().await;
     let batch: Vec<NewEvent> = (0..30)
-        .map(|i| NewEvent {
-            event: AuditEvent::new(
-                if i % 3 == 0 { "globex" } else { "acme" },
-                if i % 3 == 0 {
-                    "globex"
-                } else {
-                    "acme/platform"
-                },
-                "authz.decision",
-                "warden.api",
-                Actor {
-                    agent: Some(format!("agent-{i}")),
-                    ..Actor::default()
-                },
-                json!({"i": i}),
-            ),
-            dedupe: false,
+        .map(|i| {
+            if i % 3 == 0 {
+                event("globex", "globex", i)
+            } else {
+                event("acme", "acme/platform", i)
+            }
         })
         .collect();
     store.append_events(&batch).await.unwrap();
@@ -52,23 +58,6 @@ async fn outbox_rows_match_the_log(b: Backend) {
     assert_eq!(store.outbox_rows(&acme, 0, 3).await.unwrap().len(), 3);
 }
 
-fn event(tenant: &str, i: usize) -> NewEvent {
-    NewEvent {
-        event: AuditEvent::new(
-            tenant,
-            tenant,
-            "authz.decision",
-            "warden.api",
-            Actor {
-                agent: Some(format!("agent-{i}")),
-                ..Actor::default()
-            },
-            json!({"i": i}),
-        ),
-        dedupe: false,
-    }
-}
-
 /// Pages as large as the feeder's (PostgreSQL reads those as two ranges at once), over a log
 /// with a hole that retention cut: read page after page, each row comes once, in log order,
 /// and nothing is left out.
@@ -78,11 +67,14 @@ async fn large_pages_read_the_whole_log_once(b: Backend) {
     let acme = TenantId::parse("acme").unwrap();
     for chunk in 0..10 {
         let batch: Vec<NewEvent> = (0..1_000)
-            .map(|i| event("acme", chunk * 1_000 + i))
+            .map(|i| event("acme", "acme", chunk * 1_000 + i))
             .collect();
         store.append_events(&batch).await.unwrap();
     }
-    store.append_events(&[event("globex", 0)]).await.unwrap();
+    store
+        .append_events(&[event("globex", "globex", 0)])
+        .await
+        .unwrap();
     // Rows 100..=1099 deleted: the first half of a page read from 0 has a hole.
     store
         .apply_retention_ranges(&acme, &[], &[[100, 1_099]], &[])

@@ -100,7 +100,7 @@ impl SqliteStore {
             // 16 MiB of page cache per connection instead of 2: the audit table's indexes
             // stay in memory instead of being read back from the file on every append.
             .pragma("cache_size", "-16384")
-            // Checkpoints run beside the writer (see `WalCheckpointer`). A process that opens
+            // Checkpoints run beside the writer (see `wal`). A process that opens
             // the store briefly (the CLI) checkpoints when it closes the last connection.
             .pragma("wal_autocheckpoint", "0")
             // A log that grew long under load is cut back when it starts over (see `wal`).
