@@ -84,6 +84,66 @@ async fn months_ahead_have_partitions_and_strays_go_to_the_default() {
     );
 }
 
+/// Headers and payloads are compressed with lz4, not PostgreSQL's slower default: on the
+/// partition that existed when the migration ran (the default one), on the monthly ones
+/// created after it, and so on a long event as it is written.
+#[tokio::test]
+async fn long_columns_are_compressed_with_lz4() {
+    let db = PgDatabase::create().await;
+    let s = PgStore::connect_with(db.options(), Schema::Migrate, 2)
+        .await
+        .unwrap();
+    let methods: Vec<(String, String, String)> = sqlx::query(
+        "SELECT c.relname::text AS rel, a.attname::text AS col, a.attcompression::text AS m \
+         FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+         WHERE a.attname IN ('header', 'payload') AND (c.relname = 'audit_events' OR c.oid IN \
+           (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'audit_events'::regclass)) \
+         ORDER BY 1, 2",
+    )
+    .fetch_all(s.pool())
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get("rel"), r.get("col"), r.get("m")))
+    .collect();
+    // The parent, the default partition and every month ahead, two columns each.
+    assert_eq!(methods.len(), 2 * (PARTITION_MONTHS_AHEAD as usize + 3));
+    for (rel, col, m) in &methods {
+        assert_eq!(m, "l", "{rel}.{col} is not compressed with lz4");
+    }
+
+    let e = AuditEvent::new(
+        "acme",
+        "acme",
+        "authz.decision",
+        "t",
+        Actor::default(),
+        json!({ "text": "the same words again and again ".repeat(200) }),
+    );
+    s.append_events(&[NewEvent {
+        event: e.clone(),
+        dedupe: false,
+    }])
+    .await
+    .unwrap();
+    let used: Option<String> =
+        sqlx::query_scalar("SELECT pg_column_compression(payload) FROM audit_events WHERE id = $1")
+            .bind(e.header.id.to_string())
+            .fetch_one(s.pool())
+            .await
+            .unwrap();
+    assert_eq!(used.as_deref(), Some("lz4"));
+    let back = s
+        .get_event(
+            &warden_core::TenantId::parse("acme").unwrap(),
+            &e.header.id.to_string(),
+        )
+        .await
+        .unwrap()
+        .expect("stored");
+    assert_eq!(back.event.payload, e.payload);
+}
+
 #[tokio::test]
 async fn a_node_that_may_not_migrate_refuses_an_old_schema() {
     let db = PgDatabase::create().await;
