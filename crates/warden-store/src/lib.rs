@@ -194,6 +194,14 @@ pub trait Store: Send + Sync + 'static {
     /// (or appears earlier in the batch) are skipped (`Duplicate`).
     async fn append_encoded(&self, batch: Vec<EncodedEvent>) -> Result<Vec<Appended>>;
 
+    /// How many [`Store::append_encoded`] calls the audit pipeline may have running at once.
+    /// More than one only where the store keeps each log in call order by itself (the
+    /// PostgreSQL store: a call that continues a log an earlier call extends commits only
+    /// after it); otherwise the pipeline waits for each commit before it starts the next.
+    fn appends_in_flight(&self) -> usize {
+        1
+    }
+
     /// [`Store::append_encoded`] for events not yet encoded.
     async fn append_events(&self, batch: &[NewEvent]) -> Result<Vec<Appended>> {
         self.append_encoded(batch.iter().map(EncodedEvent::from).collect())

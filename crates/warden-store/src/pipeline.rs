@@ -1,4 +1,6 @@
 //! The audit pipeline: bounded queue → one writer with group commit → system of record.
+//! The writer has one batch in flight, or more where the store keeps each log in order by
+//! itself ([`Store::appends_in_flight`]); callers are answered in batch order.
 //!
 //! A caller's event is acknowledged only after the transaction holding it has committed
 //! (`synchronous=FULL` on SQLite), so an acknowledged event survives a crash. Many events
@@ -11,6 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
 use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use warden_core::metrics::{Counter, Histogram};
@@ -210,6 +214,15 @@ async fn await_ack(rx: oneshot::Receiver<Result<Appended>>) -> Result<Appended> 
     })
 }
 
+/// The callers waiting for a batch's commit, one per event.
+type Acks = Vec<oneshot::Sender<Result<Appended>>>;
+
+/// A written batch: what the store answered, its callers, and when it started.
+type Written = (Result<Vec<Appended>>, Acks, Instant);
+
+/// A batch being written.
+type Writing = std::pin::Pin<Box<dyn std::future::Future<Output = Written> + Send>>;
+
 async fn write_loop(
     store: Arc<dyn Store>,
     mut rx: mpsc::Receiver<Job>,
@@ -218,25 +231,50 @@ async fn write_loop(
     committed: Arc<Notify>,
     closed: Arc<AtomicBool>,
 ) {
+    // Batches are acknowledged in the order they were started, whatever order they finish.
+    let mut writing: FuturesOrdered<Writing> = FuturesOrdered::new();
+    let in_flight = store.appends_in_flight().max(1);
     let mut jobs: Vec<Job> = Vec::with_capacity(max_batch);
-    // The events move into the batch and the acknowledgements wait beside it: nothing is
-    // copied on the way to the store.
-    let mut batch: Vec<EncodedEvent> = Vec::with_capacity(max_batch);
-    let mut acks: Vec<oneshot::Sender<Result<Appended>>> = Vec::with_capacity(max_batch);
     loop {
         // Once shutdown is asked for, finish what is queued, then stop.
-        if closed.load(Ordering::Acquire) && rx.is_empty() {
+        if closed.load(Ordering::Acquire) && rx.is_empty() && writing.is_empty() {
             break;
         }
-        match tokio::time::timeout(
-            Duration::from_millis(50),
-            rx.recv_many(&mut jobs, max_batch),
-        )
-        .await
-        {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(_) => continue,
+        if writing.len() >= in_flight {
+            if let Some(done) = writing.next().await {
+                finish(done, &stats, &committed);
+            }
+            continue;
+        }
+        let received = if writing.is_empty() {
+            match tokio::time::timeout(
+                Duration::from_millis(50),
+                rx.recv_many(&mut jobs, max_batch),
+            )
+            .await
+            {
+                Ok(n) => n,
+                Err(_) => continue,
+            }
+        } else {
+            // A batch is being written: take the next one as soon as events come, and see
+            // to the written one as soon as it is done. (`recv_many` loses nothing when the
+            // other branch wins.)
+            tokio::select! {
+                biased;
+                Some(done) = writing.next() => {
+                    finish(done, &stats, &committed);
+                    continue;
+                }
+                n = rx.recv_many(&mut jobs, max_batch) => n,
+            }
+        };
+        if received == 0 {
+            // Every sender is gone: write nothing more, but see the batches in flight home.
+            while let Some(done) = writing.next().await {
+                finish(done, &stats, &committed);
+            }
+            break;
         }
         // Let the tasks that are ready run first: under load, the requests among them add
         // their events to this commit instead of waiting a whole commit for the next one.
@@ -262,40 +300,49 @@ async fn write_loop(
                 Ok(_) => {}
             }
         }
+        // The events move into the batch and the acknowledgements wait beside it: nothing is
+        // copied on the way to the store.
+        let mut batch = Vec::with_capacity(jobs.len());
+        let mut acks = Vec::with_capacity(jobs.len());
         for job in jobs.drain(..) {
             batch.push(job.event);
             acks.push(job.ack);
         }
-        let started = Instant::now();
-        let result = store
-            .append_encoded(std::mem::replace(&mut batch, Vec::with_capacity(max_batch)))
-            .await;
-        stats.append_latency().observe(started.elapsed());
-        stats
-            .queue_depth
-            .fetch_sub(acks.len() as i64, Ordering::Relaxed);
-        stats.batches.inc();
-        match result {
-            Ok(outcomes) => {
-                for (ack, outcome) in acks.drain(..).zip(outcomes) {
-                    match outcome {
-                        Appended::Stored { .. } => stats.appended.inc(),
-                        Appended::Duplicate => stats.duplicates.inc(),
-                    }
-                    let _ = ack.send(Ok(outcome));
+        let store = store.clone();
+        writing.push_back(Box::pin(async move {
+            let started = Instant::now();
+            (store.append_encoded(batch).await, acks, started)
+        }));
+    }
+}
+
+/// Answers a written batch's callers and counts it.
+fn finish((result, mut acks, started): Written, stats: &PipelineStats, committed: &Notify) {
+    stats.append_latency().observe(started.elapsed());
+    stats
+        .queue_depth
+        .fetch_sub(acks.len() as i64, Ordering::Relaxed);
+    stats.batches.inc();
+    match result {
+        Ok(outcomes) => {
+            for (ack, outcome) in acks.drain(..).zip(outcomes) {
+                match outcome {
+                    Appended::Stored { .. } => stats.appended.inc(),
+                    Appended::Duplicate => stats.duplicates.inc(),
                 }
-                committed.notify_waiters();
+                let _ = ack.send(Ok(outcome));
             }
-            Err(e) => {
-                stats.failures.inc();
-                tracing::error!(error = %e, events = acks.len(), "audit batch could not be recorded");
-                let msg = format!("the audit trail cannot record right now: {e}");
-                for ack in acks.drain(..) {
-                    let _ = ack.send(Err(Error::unavailable(
-                        msg.clone(),
-                        Some(Duration::from_secs(1)),
-                    )));
-                }
+            committed.notify_waiters();
+        }
+        Err(e) => {
+            stats.failures.inc();
+            tracing::error!(error = %e, events = acks.len(), "audit batch could not be recorded");
+            let msg = format!("the audit trail cannot record right now: {e}");
+            for ack in acks.drain(..) {
+                let _ = ack.send(Err(Error::unavailable(
+                    msg.clone(),
+                    Some(Duration::from_secs(1)),
+                )));
             }
         }
     }

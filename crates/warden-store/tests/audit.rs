@@ -338,6 +338,94 @@ async fn two_writers_on_one_database_extend_one_tree(b: Backend) {
     }
 }
 
+/// One handle appending many batches at once, as a node's pipeline does with batches in
+/// flight: every event lands once, in one tree per tenant, and an event sent again in
+/// batches written at the same time is recorded once, although none of them is committed
+/// when the others are numbered.
+async fn batches_in_flight_on_one_handle_extend_one_tree(b: Backend) {
+    let db = TestDb::new(b).await;
+    let s = db.open().await;
+    let resent: Vec<AuditEvent> = (0..40).map(|n| event("acme", "acme", 90_000 + n)).collect();
+    let mut tasks = Vec::new();
+    for who in 0..8usize {
+        let (s, resent) = (s.clone(), resent.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut stored = 0;
+            for round in 0..10usize {
+                let mut batch: Vec<NewEvent> = (0..20)
+                    .map(|n| {
+                        let t = if n % 2 == 0 { "acme" } else { "globex" };
+                        new(event(t, t, who * 10_000 + round * 100 + n), false)
+                    })
+                    .collect();
+                // Every task sends the same four of these each round.
+                for e in &resent[round * 4..round * 4 + 4] {
+                    batch.push(new(e.clone(), true));
+                }
+                let out = s.append_events(&batch).await.unwrap();
+                stored += out.iter().filter(|a| **a != Appended::Duplicate).count();
+            }
+            stored
+        }));
+    }
+    let mut stored = 0;
+    for t in tasks {
+        stored += t.await.unwrap();
+    }
+    assert_eq!(stored, 8 * 10 * 20 + resent.len());
+    assert_one_tree(&s, &tenant("acme"), 8 * 10 * 10 + resent.len() as u64).await;
+    assert_one_tree(&s, &tenant("globex"), 8 * 10 * 10).await;
+    let mut times = std::collections::HashMap::new();
+    let mut from = 0;
+    loop {
+        let page = s.events_in_order(&tenant("acme"), from, 500).await.unwrap();
+        let Some(last) = page.last() else { break };
+        from = last.seq + 1;
+        for e in page {
+            *times.entry(e.event.header.id).or_insert(0) += 1;
+        }
+    }
+    for e in &resent {
+        assert_eq!(
+            times.get(&e.header.id),
+            Some(&1),
+            "{} recorded once",
+            e.header.id
+        );
+    }
+}
+
+/// A node's pipeline keeps writing while another node (a second handle) appends to the same
+/// log: whichever of them finds the log moved numbers its batch again, and the tree stays
+/// one.
+async fn a_pipeline_and_another_writer_share_one_log(b: Backend) {
+    use warden_store::pipeline::{AuditPipeline, PipelineConfig};
+    let db = TestDb::new(b).await;
+    let (one, two) = (db.open().await, db.open().await);
+    let pipeline = Arc::new(AuditPipeline::start(one.clone(), PipelineConfig::default()));
+    let mut tasks = Vec::new();
+    for n in 0..600usize {
+        let p = pipeline.clone();
+        tasks.push(tokio::spawn(async move {
+            p.record(event("acme", "acme", n)).await.unwrap()
+        }));
+    }
+    let other = tokio::spawn(async move {
+        for round in 0..20usize {
+            let batch: Vec<NewEvent> = (0..10)
+                .map(|n| new(event("acme", "acme", 50_000 + round * 100 + n), false))
+                .collect();
+            two.append_events(&batch).await.unwrap();
+        }
+    });
+    for t in tasks {
+        assert!(matches!(t.await.unwrap(), Appended::Stored { .. }));
+    }
+    other.await.unwrap();
+    pipeline.shutdown().await;
+    assert_one_tree(&one, &tenant("acme"), 800).await;
+}
+
 /// An event nobody waits for (a call's outcome) shares the commit of the next event somebody
 /// waits for, instead of a commit of its own; alone, it is still written.
 async fn unawaited_events_share_the_next_awaited_commit(b: Backend) {
@@ -369,4 +457,6 @@ on_both_backends!(
     events_of_any_time_are_stored,
     checkpoints_are_kept_per_tenant_once_per_size,
     two_writers_on_one_database_extend_one_tree,
+    batches_in_flight_on_one_handle_extend_one_tree,
+    a_pipeline_and_another_writer_share_one_log,
 );

@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Row};
+use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 use warden_audit::index::IndexedColumns;
 use warden_audit::merkle::{Hash, NodeId, node_hash};
@@ -30,13 +30,13 @@ use crate::delivery::{
     DeadLetter, DeadLetterBatch, DeliveryStart, DeliveryState, LeaseKey, StoredDestination,
 };
 use crate::model::*;
-use crate::numbering::{by_tenant, number};
 use crate::registry::{
     AgentFilter, HistoryEntry, HistoryFilter, RegistryChange, RegistryRows, ServerFilter,
     StoredAgent, StoredServer, StoredTool, ToolFilter,
 };
 use crate::{STORED_NODE_MIN_LEVEL, Store};
 
+mod append;
 mod outbox;
 mod partitions;
 mod policies;
@@ -49,6 +49,7 @@ mod delivery;
 // Named leases
 mod lease;
 
+pub(crate) use append::append_in;
 pub use partitions::{PARTITION_MONTHS_AHEAD, PARTITION_REFRESH};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -69,6 +70,8 @@ pub enum Schema {
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// This node's audit writer: batches numbered in order, two in flight.
+    appender: Arc<append::Appender>,
     /// Keeps the audit table's monthly partitions created ahead; stops with the last handle.
     _partitions: Arc<partitions::Maintainer>,
 }
@@ -114,6 +117,7 @@ impl PgStore {
         partitions::create_ahead(&pool).await?;
         Ok(PgStore {
             _partitions: Arc::new(partitions::Maintainer::start(pool.clone())),
+            appender: Arc::default(),
             pool,
         })
     }
@@ -701,10 +705,11 @@ impl Store for PgStore {
         if batch.is_empty() {
             return Ok(vec![]);
         }
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
-        let out = append_in(&mut tx, batch).await?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(out)
+        self.appender.append(&self.pool, batch).await
+    }
+
+    fn appends_in_flight(&self) -> usize {
+        append::IN_FLIGHT
     }
 
     async fn query_events(
@@ -1085,190 +1090,4 @@ fn head_from_row(row: &PgRow, tenant: &str) -> Result<MerkleHead> {
         size: row.get::<i64, _>("size") as u64,
         frontier: frontier.chunks(32).map(hash_from).collect::<Result<_>>()?,
     })
-}
-
-/// Locks the tenant's Merkle head row for the rest of the transaction and returns the head.
-///
-/// This is the per-tenant sequencer of a deployment with several nodes: the upsert creates
-/// the row on the first append and otherwise waits for any other transaction holding it,
-/// then returns the head as that transaction left it (an `ON CONFLICT DO UPDATE` works on
-/// the latest committed row version, even under READ COMMITTED). Two nodes appending to one
-/// tenant therefore take turns, each continuing the tree the other committed.
-async fn lock_head(tx: &mut PgConnection, tenant: &str) -> Result<MerkleHead> {
-    let row = sqlx::query(
-        "INSERT INTO merkle_heads (tenant, size, frontier) VALUES ($1, 0, ''::bytea) \
-         ON CONFLICT (tenant) DO UPDATE SET size = merkle_heads.size RETURNING size, frontier",
-    )
-    .bind(tenant)
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(db_err)?;
-    head_from_row(&row, tenant)
-}
-
-/// Appends a batch inside the caller's transaction, one tenant at a time: lock the tenant's
-/// head ([`lock_head`]), drop duplicates, number the events, insert them and the new stored
-/// Merkle nodes with one multi-row statement each (arrays bound as parameters and UNNESTed:
-/// one statement text for every batch size), and write the new head.
-pub(crate) async fn append_in(
-    tx: &mut PgConnection,
-    batch: Vec<EncodedEvent>,
-) -> Result<Vec<Appended>> {
-    let (mut out, mut groups) = by_tenant(batch);
-    // Head rows are locked in one global order (by tenant), so two nodes whose batches hold
-    // the same tenants can never each wait for a row the other holds.
-    groups.sort_by(|a, b| a.0.cmp(&b.0));
-    for (tenant, events) in groups {
-        let tenant = tenant.as_str();
-        let head = lock_head(&mut *tx, tenant).await?;
-        let existing = existing_ids(&mut *tx, tenant, &events).await?;
-        let numbered = number(tenant, events, head, &existing, &mut out)?;
-        let Some(new_head) = numbered.head else {
-            continue;
-        };
-        let mut rows = EventColumns::with_capacity(numbered.rows.len());
-        for r in numbered.rows {
-            rows.push(r.seq, r.event);
-        }
-        let mut nodes = NodeColumns::default();
-        for (node, h) in numbered.nodes {
-            nodes.level.push(node.level as i64);
-            nodes.idx.push(node.index as i64);
-            nodes.hash.push(h.to_vec());
-        }
-        sqlx::query(
-            "INSERT INTO audit_events (tenant, seq, id, time_us, namespace, event_type, principal, agent, \
-             on_behalf_of, session, action, resource_type, resource_id, outcome, header, payload, leaf_hash) \
-             SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::text[], \
-             $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], \
-             $14::text[], $15::text[], $16::text[], $17::bytea[])",
-        )
-        .bind(tenant)
-        .bind(rows.seq)
-        .bind(rows.id)
-        .bind(rows.time_us)
-        .bind(rows.namespace)
-        .bind(rows.event_type)
-        .bind(rows.principal)
-        .bind(rows.agent)
-        .bind(rows.on_behalf_of)
-        .bind(rows.session)
-        .bind(rows.action)
-        .bind(rows.resource_type)
-        .bind(rows.resource_id)
-        .bind(rows.outcome)
-        .bind(rows.header)
-        .bind(rows.payload)
-        .bind(rows.leaf_hash)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        if !nodes.level.is_empty() {
-            sqlx::query(
-                "INSERT INTO merkle_nodes (tenant, level, idx, hash) \
-                 SELECT $1, * FROM UNNEST($2::bigint[], $3::bigint[], $4::bytea[])",
-            )
-            .bind(tenant)
-            .bind(nodes.level)
-            .bind(nodes.idx)
-            .bind(nodes.hash)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        }
-        sqlx::query("UPDATE merkle_heads SET size = $2, frontier = $3 WHERE tenant = $1")
-            .bind(tenant)
-            .bind(new_head.size as i64)
-            .bind(new_head.frontier)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-    }
-    Ok(out)
-}
-
-/// One array per column of `audit_events`, bound as statement parameters.
-#[derive(Default)]
-struct EventColumns {
-    seq: Vec<i64>,
-    id: Vec<String>,
-    time_us: Vec<i64>,
-    namespace: Vec<String>,
-    event_type: Vec<String>,
-    principal: Vec<Option<String>>,
-    agent: Vec<Option<String>>,
-    on_behalf_of: Vec<Option<String>>,
-    session: Vec<Option<String>>,
-    action: Vec<Option<String>>,
-    resource_type: Vec<Option<String>>,
-    resource_id: Vec<Option<String>>,
-    outcome: Vec<Option<String>>,
-    header: Vec<String>,
-    payload: Vec<Option<String>>,
-    leaf_hash: Vec<Vec<u8>>,
-}
-
-impl EventColumns {
-    fn with_capacity(n: usize) -> EventColumns {
-        EventColumns {
-            seq: Vec::with_capacity(n),
-            id: Vec::with_capacity(n),
-            time_us: Vec::with_capacity(n),
-            header: Vec::with_capacity(n),
-            payload: Vec::with_capacity(n),
-            leaf_hash: Vec::with_capacity(n),
-            ..Default::default()
-        }
-    }
-
-    /// Moves the event's strings into the columns; none is copied.
-    fn push(&mut self, seq: i64, e: EncodedEvent) {
-        let c = e.columns;
-        self.seq.push(seq);
-        self.id.push(c.id.to_string());
-        self.time_us.push(c.time_micros);
-        self.namespace.push(c.namespace);
-        self.event_type.push(c.event_type);
-        self.principal.push(c.principal);
-        self.agent.push(c.agent);
-        self.on_behalf_of.push(c.on_behalf_of);
-        self.session.push(c.session);
-        self.action.push(c.action);
-        self.resource_type.push(c.resource_type);
-        self.resource_id.push(c.resource_id);
-        self.outcome.push(c.outcome);
-        self.header.push(e.header);
-        self.payload.push(e.payload);
-        self.leaf_hash.push(e.leaf.to_vec());
-    }
-}
-
-#[derive(Default)]
-struct NodeColumns {
-    level: Vec<i64>,
-    idx: Vec<i64>,
-    hash: Vec<Vec<u8>>,
-}
-
-async fn existing_ids(
-    conn: &mut PgConnection,
-    tenant: &str,
-    events: &[(usize, EncodedEvent)],
-) -> Result<HashSet<String>> {
-    let ids: Vec<String> = events
-        .iter()
-        .filter(|(_, e)| e.dedupe)
-        .map(|(_, e)| e.columns.id.to_string())
-        .collect();
-    if ids.is_empty() {
-        return Ok(HashSet::new());
-    }
-    let found: Vec<String> =
-        sqlx::query_scalar("SELECT id FROM audit_events WHERE tenant = $1 AND id = ANY($2)")
-            .bind(tenant)
-            .bind(ids)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db_err)?;
-    Ok(found.into_iter().collect())
 }

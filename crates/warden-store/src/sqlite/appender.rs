@@ -148,7 +148,7 @@ fn append(
     // IMMEDIATE takes the write lock before the head is read, so two writers (this thread and
     // a CLI command, or the pool) can never extend the same tree from the same head.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let (mut out, groups) = by_tenant(batch);
+    let (mut out, groups) = by_tenant(batch.into_iter());
     for (tenant, events) in groups {
         let tenant = tenant.as_str();
         let mut existing = HashSet::new();

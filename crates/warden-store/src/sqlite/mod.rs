@@ -1179,7 +1179,7 @@ pub(crate) async fn append_in(
     tx: &mut sqlx::SqliteConnection,
     batch: Vec<EncodedEvent>,
 ) -> Result<Vec<Appended>> {
-    let (mut out, groups) = by_tenant(batch);
+    let (mut out, groups) = by_tenant(batch.into_iter());
     for (tenant, events) in groups {
         let tenant = tenant.as_str();
         let existing = existing_ids(&mut *tx, tenant, &events).await?;
