@@ -7,14 +7,15 @@
 //! database inserts while Warden waits, then Warden prepares while the database waits. So
 //! the [`Appender`] numbers a batch from its tenants' *tips* — the heads this node's earlier
 //! batches will leave, committed or not — and writes its rows at once, while the batch
-//! before it commits. Only then, once that batch is over, does it lock each head, and it goes
-//! on only if the head is exactly the tip it was numbered from (size and frontier). If the
-//! head is anything else (the batch before failed; another node, or a registry change,
-//! extended the log in between) the batch is *stale*: it rolls back, and is numbered again
-//! from the locked head. An equal size and frontier mean the same tree (the frontier commits
-//! to every leaf), so a batch numbered from a tip never extends another tree than the one it
-//! continues. A tenant that went stale is appended the locking way for a while, so two nodes
-//! writing to one log take turns instead of undoing each other's work.
+//! before it commits. Only then, once that batch is over, does it update each head, on the
+//! condition that the head is exactly the tip it was numbered from (size and frontier); a
+//! transaction of another node holding the row makes the update wait and check the head that
+//! one committed. If the head is anything else (the batch before failed; another node, or a
+//! registry change, extended the log in between) the batch is *stale*: it rolls back, and is
+//! numbered again from the locked head. An equal size and frontier mean the same tree (the
+//! frontier commits to every leaf), so a batch numbered from a tip never extends another tree
+//! than the one it continues. A tenant that went stale is appended the locking way for a
+//! while, so two nodes writing to one log take turns instead of undoing each other's work.
 //!
 //! [`append_in`] is the locking way on its own, for appends inside a caller's transaction.
 
@@ -257,26 +258,36 @@ impl Appender {
             let Some(head) = &p.numbered.head else {
                 continue;
             };
-            // A head read without the lock would be the version of this statement's start,
-            // before an earlier batch still in flight commits: wait for the lock instead, which
-            // yields the head as that batch leaves it.
-            if !p.locked {
+            let moved = if p.locked {
+                sqlx::query("UPDATE merkle_heads SET size = $2, frontier = $3 WHERE tenant = $1")
+                    .bind(&p.tenant)
+                    .bind(head.size as i64)
+                    .bind(&head.frontier)
+                    .execute(&mut *tx)
+                    .await
+            } else {
+                // This node's batch before is over, so the statement sees the head it left.
+                // Another node's transaction on the row makes the statement wait for it and
+                // then check the head that one committed.
                 wait(p.after.clone()).await;
-                let now = lock_head(tx, &p.tenant).await?;
-                if now.size != p.from.size || now.frontier != p.from.frontier {
-                    return Err(Failure::Stale(format!(
-                        "the log of {} is at size {}, not {}",
-                        p.tenant, now.size, p.from.size
-                    )));
-                }
-            }
-            sqlx::query("UPDATE merkle_heads SET size = $2, frontier = $3 WHERE tenant = $1")
+                sqlx::query(
+                    "UPDATE merkle_heads SET size = $2, frontier = $3 \
+                     WHERE tenant = $1 AND size = $4 AND frontier = $5",
+                )
                 .bind(&p.tenant)
                 .bind(head.size as i64)
                 .bind(&head.frontier)
+                .bind(p.from.size as i64)
+                .bind(p.from.frontier.concat())
                 .execute(&mut *tx)
                 .await
-                .map_err(stale_or_failed)?;
+            };
+            if moved.map_err(stale_or_failed)?.rows_affected() != 1 {
+                return Err(Failure::Stale(format!(
+                    "the log of {} is no longer at size {}",
+                    p.tenant, p.from.size
+                )));
+            }
         }
         Ok(())
     }
