@@ -841,7 +841,60 @@ async fn history_filters_and_pages_newest_first(b: Backend) {
     );
 }
 
+/// A registry change records its audit event in its own transaction, under the log's lock,
+/// while the audit pipeline keeps writing to the same log: every change and every event gets
+/// in, and the log stays one sequence.
+async fn registry_changes_and_the_audit_pipeline_share_one_log(b: Backend) {
+    use warden_store::pipeline::{AuditPipeline, PipelineConfig};
+    let (_db, s) = store(b).await;
+    let pipeline = Arc::new(AuditPipeline::start(s.clone(), PipelineConfig::default()));
+    let mut tasks = Vec::new();
+    for n in 0..400usize {
+        let p = pipeline.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut e = event("acme");
+            e.header.event_type = "authz.decision".into();
+            e.payload = json!({ "n": n });
+            p.record(e).await.unwrap();
+        }));
+    }
+    let changes = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            for n in 0..30 {
+                let mut c = change(
+                    "acme",
+                    vec![RegistryWrite::InsertServer(server(
+                        &format!("io.github.acme/s{n}"),
+                        &format!("s{n}"),
+                    ))],
+                );
+                c.events = vec![event("acme")];
+                s.registry_apply(&c).await.unwrap();
+            }
+        })
+    };
+    for t in tasks {
+        t.await.unwrap();
+    }
+    changes.await.unwrap();
+    pipeline.shutdown().await;
+    let acme = tenant("acme");
+    assert_eq!(s.merkle_head(&acme).await.unwrap().size, 430);
+    let mut seq = 0;
+    loop {
+        let page = s.events_in_order(&acme, seq, 500).await.unwrap();
+        let Some(last) = page.last() else { break };
+        for (i, e) in page.iter().enumerate() {
+            assert_eq!(e.seq, seq + i as u64, "no gap");
+        }
+        seq = last.seq + 1;
+    }
+    assert_eq!(seq, 430);
+}
+
 on_both_backends!(
+    registry_changes_and_the_audit_pipeline_share_one_log,
     records_round_trip_with_their_columns,
     duplicates_are_conflicts_that_say_what_is_taken,
     two_changes_from_the_same_version_cannot_both_win,

@@ -249,7 +249,7 @@ impl Appender {
     ) -> std::result::Result<(), Failure> {
         for p in plans {
             if p.numbered.head.is_some() {
-                insert_rows(tx, &p.tenant, &p.numbered)
+                insert_events(tx, &p.tenant, &p.numbered)
                     .await
                     .map_err(stale_or_failed)?;
             }
@@ -288,6 +288,9 @@ impl Appender {
                     p.tenant, p.from.size
                 )));
             }
+            insert_nodes(tx, &p.tenant, &p.numbered)
+                .await
+                .map_err(stale_or_failed)?;
         }
         Ok(())
     }
@@ -415,7 +418,10 @@ pub(crate) async fn append_in(
         let Some(new_head) = &numbered.head else {
             continue;
         };
-        insert_rows(&mut *tx, &tenant, &numbered)
+        insert_events(&mut *tx, &tenant, &numbered)
+            .await
+            .map_err(db_err)?;
+        insert_nodes(&mut *tx, &tenant, &numbered)
             .await
             .map_err(db_err)?;
         sqlx::query("UPDATE merkle_heads SET size = $2, frontier = $3 WHERE tenant = $1")
@@ -429,11 +435,12 @@ pub(crate) async fn append_in(
     Ok(out)
 }
 
-/// Inserts a tenant's numbered events and the new stored Merkle nodes, one multi-row
-/// statement each: arrays bound as parameters and UNNESTed, one statement text for every
-/// batch size. The columns borrow the events' text: nothing is copied before the driver
-/// encodes it.
-async fn insert_rows<E: Borrow<EncodedEvent>>(
+/// Inserts a tenant's numbered events with one multi-row statement: arrays bound as
+/// parameters and UNNESTed, one statement text for every batch size. The columns borrow the
+/// events' text: nothing is copied before the driver encodes it. The only unique key here
+/// holds the event's time, so rows written ahead of the head's lock never make another
+/// writer wait.
+async fn insert_events<E: Borrow<EncodedEvent>>(
     tx: &mut PgConnection,
     tenant: &str,
     numbered: &Numbered<E>,
@@ -468,6 +475,16 @@ async fn insert_rows<E: Borrow<EncodedEvent>>(
     .bind(rows.leaf_hash)
     .execute(&mut *tx)
     .await?;
+    Ok(())
+}
+
+/// Inserts the Merkle nodes a tenant's numbered events complete. Their keys are positions
+/// in the log, which only the holder of the head may write: this runs under the head's lock.
+async fn insert_nodes<E>(
+    tx: &mut PgConnection,
+    tenant: &str,
+    numbered: &Numbered<E>,
+) -> std::result::Result<(), sqlx::Error> {
     if !numbered.nodes.is_empty() {
         let mut nodes = NodeColumns::default();
         for (node, h) in &numbered.nodes {
