@@ -28,7 +28,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
 use warden_core::{Error, Result};
 
-use super::{db_err, head_from_row};
+use super::{db_err, frontier_from, head_from_row};
 use crate::numbering::{Numbered, by_tenant, number};
 use crate::{Appended, EncodedEvent, MerkleHead};
 
@@ -153,12 +153,13 @@ impl Appender {
                 };
                 // Pending ids first, the database after: an id that leaves the pending set
                 // in between does so because its batch committed, and the query sees it.
+                // (Not before the wait above: a batch that failed there leaves it unrecorded.)
                 let pending_before = self.pending_among(&tenant, &events);
                 let mut existing = existing_ids(&mut tx, &tenant, &events)
                     .await
                     .map_err(stale_or_failed)?;
                 existing.extend(pending_before);
-                let numbered = {
+                let (numbered, pending) = {
                     let mut tenants = self.tenants.lock().expect("appender state");
                     let state = tenants.entry(tenant.clone()).or_default();
                     let numbered = number(&tenant, events, from.clone(), &existing, &mut out)?;
@@ -176,7 +177,7 @@ impl Appender {
                     {
                         state.tip = Some(MerkleHead {
                             size: h.size,
-                            frontier: split_frontier(&h.frontier),
+                            frontier: frontier_from(&h.frontier, &tenant)?,
                         });
                     }
                     (numbered, pending)
@@ -186,8 +187,8 @@ impl Appender {
                     from,
                     locked,
                     after,
-                    numbered: numbered.0,
-                    pending: numbered.1,
+                    numbered,
+                    pending,
                 });
             }
             Ok::<_, Failure>(())
@@ -333,13 +334,6 @@ impl TenantState {
     fn contended(&self) -> bool {
         self.contended_until.is_some_and(|t| Instant::now() < t)
     }
-}
-
-fn split_frontier(bytes: &[u8]) -> Vec<crate::Hash> {
-    bytes
-        .chunks(32)
-        .map(|c| c.try_into().expect("a frontier is whole hashes"))
-        .collect()
 }
 
 /// Locks the tenant's Merkle head row for the rest of the transaction and returns the head.

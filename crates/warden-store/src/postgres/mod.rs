@@ -1080,14 +1080,18 @@ impl Store for PgStore {
 }
 
 fn head_from_row(row: &PgRow, tenant: &str) -> Result<MerkleHead> {
-    let frontier: &[u8] = row.get("frontier");
-    if !frontier.len().is_multiple_of(32) {
+    Ok(MerkleHead {
+        size: row.get::<i64, _>("size") as u64,
+        frontier: frontier_from(row.get("frontier"), tenant)?,
+    })
+}
+
+/// A head's frontier as stored (its hashes end to end) back into hashes.
+fn frontier_from(bytes: &[u8], tenant: &str) -> Result<Vec<Hash>> {
+    if !bytes.len().is_multiple_of(32) {
         return Err(Error::internal(format!(
             "merkle head of {tenant} is corrupt"
         )));
     }
-    Ok(MerkleHead {
-        size: row.get::<i64, _>("size") as u64,
-        frontier: frontier.chunks(32).map(hash_from).collect::<Result<_>>()?,
-    })
+    bytes.chunks(32).map(hash_from).collect()
 }
