@@ -4,7 +4,8 @@
 //!   (a file in a temporary folder) is filled with `WARDEN_BENCH_FEED_EVENTS` decision events
 //!   (default 300,000, built like the decision API builds them, payload of about 400 bytes)
 //!   before the clock starts; then a feeder copies them all into an empty table (batches of
-//!   20,000, the default). Events per second from the first read to the last insert.
+//!   20,000, the default, or `WARDEN_BENCH_FEED_BATCH`). Events per second from the first
+//!   read to the last insert.
 //!   With `WARDEN_BENCH_FEED_STORE=postgres` the store is a fresh PostgreSQL database
 //!   (`WARDEN_TEST_POSTGRES_URL`) instead.
 //! - `report/clickhouse`: the 30-day usage report (`group_by=agent`, whole tenant, and a
@@ -153,7 +154,9 @@ async fn feed(ch: &TestClickHouse) {
         n as f64 / took.as_secs_f64()
     );
 
-    let mut feeder = Feeder::new(store.clone(), ch.config()).unwrap();
+    let mut config = ch.config();
+    config.batch = env_usize("WARDEN_BENCH_FEED_BATCH", config.batch);
+    let mut feeder = Feeder::new(store.clone(), config).unwrap();
     let started = Instant::now();
     let mut fed = 0;
     loop {

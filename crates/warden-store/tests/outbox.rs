@@ -22,7 +22,8 @@ fn event(tenant: &str, namespace: &str, i: usize) -> NewEvent {
                 agent: Some(format!("agent-{i}")),
                 ..Actor::default()
             },
-            json!({"i": i}),
+            // Text beyond ASCII, as payloads carry it.
+            json!({"i": i, "note": "naïve café ✓ 数据"}),
         ),
         dedupe: false,
     }
@@ -42,6 +43,11 @@ async fn outbox_rows_match_the_log(b: Backend) {
         .collect();
     store.append_events(&batch).await.unwrap();
     let acme = TenantId::parse("acme").unwrap();
+    // Purged payloads (NULL) read as such.
+    store
+        .apply_retention_ranges(&acme, &[[6, 8]], &[], &[])
+        .await
+        .unwrap();
     let rows = store.outbox_rows(&acme, 5, 100).await.unwrap();
     let expected = by_events(store.as_ref(), &acme, 5, 100).await.unwrap();
     assert_eq!(rows.len(), 15);
@@ -53,6 +59,20 @@ async fn outbox_rows_match_the_log(b: Backend) {
         assert_eq!(r.payload, e.payload);
     }
     assert_eq!(rows.first().unwrap().seq, 5);
+    let purged: Vec<u64> = rows
+        .iter()
+        .filter(|r| r.payload.is_none())
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(purged, [6, 7, 8]);
+    assert!(
+        rows[0]
+            .payload
+            .as_deref()
+            .unwrap()
+            .contains("naïve café ✓ 数据")
+    );
+    assert!(rows.iter().all(|r| r.columns.principal.is_none()));
     assert!(rows.windows(2).all(|w| w[1].seq == w[0].seq + 1));
     assert!(rows.iter().all(|r| r.columns.namespace == "acme/platform"));
     assert_eq!(store.outbox_rows(&acme, 0, 3).await.unwrap().len(), 3);
