@@ -374,6 +374,11 @@ mod tests {
     }
 
     #[test]
+    fn the_query_selects_the_fields_the_decoder_reads() {
+        assert_eq!(COLUMNS.split(',').count(), FIELDS);
+    }
+
+    #[test]
     fn an_empty_copy_is_no_rows() {
         assert!(decode_in(&[&copy_of(&[])]).unwrap().is_empty());
     }
