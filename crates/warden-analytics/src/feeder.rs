@@ -48,6 +48,11 @@ pub const LEASE: &str = "analytics.feeder";
 /// (at least every feed interval).
 pub const STANDBY_LOOK: Duration = Duration::from_secs(5);
 
+/// Most events read from the store at once. A batch larger than this is read page by page:
+/// the rows of a page, as stored (about 2 KB each), live only until they are encoded (about
+/// 0.5 KB each), so a large batch costs its encoded size in memory, not its stored size.
+pub const PAGE: usize = 20_000;
+
 /// First wait after a failure; it doubles up to [`MAX_BACKOFF`].
 pub const MIN_BACKOFF: Duration = Duration::from_millis(250);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -556,6 +561,7 @@ impl Feeder {
                     &self.reading,
                     &heads,
                     limit,
+                    PAGE,
                     self.expired.as_ref(),
                 )
                 .await?
@@ -590,7 +596,7 @@ impl Feeder {
                 },
                 async {
                     if read_next {
-                        collect(store, reading, &heads, limit, expired).await
+                        collect(store, reading, &heads, limit, PAGE, expired).await
                     } else {
                         Ok(None)
                     }
@@ -639,14 +645,15 @@ impl Feeder {
 }
 
 /// Reads and encodes the next batch: each tenant's events from where reading stopped up to
-/// its head, at most `limit` in all, leaving out those retention removed from the copy
-/// (`expired`). `None` when nothing is left. The caller moves `reading` on by the batch's
-/// advances when it queues it.
+/// its head, at most `limit` in all, read `page` at a time, leaving out those retention
+/// removed from the copy (`expired`). `None` when nothing is left. The caller moves `reading`
+/// on by the batch's advances when it queues it.
 async fn collect(
     store: &dyn Store,
     reading: &BTreeMap<TenantId, u64>,
     heads: &BTreeMap<TenantId, u64>,
     limit: usize,
+    page: usize,
     expired: Option<&Expired>,
 ) -> Result<Option<Batch>, FeedError> {
     let mut body = Vec::new();
@@ -658,7 +665,7 @@ async fn collect(
         let start = reading.get(tenant).copied().unwrap_or(0);
         let mut at = start;
         while at < head && events < limit {
-            let want = (limit - events).min((head - at) as usize) as u32;
+            let want = (limit - events).min((head - at) as usize).min(page) as u32;
             let page = store.outbox_rows(tenant, at, want).await?;
             let Some(last) = page.last() else { break };
             at = last.seq + 1;
@@ -693,4 +700,73 @@ async fn collect(
         advances,
         removals,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use warden_core::{Actor, AuditEvent};
+    use warden_store::{NewEvent, SqliteStore};
+
+    use super::*;
+
+    /// A batch larger than a page is read page by page, and is the same batch: every event of
+    /// every tenant up to the limit, in log order, and the cursors moved on to match.
+    #[tokio::test]
+    async fn a_batch_is_read_page_by_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("warden.db"))
+            .await
+            .unwrap();
+        let events: Vec<NewEvent> = (0..25)
+            .map(|i| {
+                let tenant = if i % 5 == 0 { "globex" } else { "acme" };
+                NewEvent {
+                    event: AuditEvent::new(
+                        tenant,
+                        tenant,
+                        "authz.decision",
+                        "warden.api",
+                        Actor::default(),
+                        json!({ "i": i }),
+                    ),
+                    dedupe: false,
+                }
+            })
+            .collect();
+        store.append_events(&events).await.unwrap();
+        let (acme, globex) = (
+            TenantId::parse("acme").unwrap(),
+            TenantId::parse("globex").unwrap(),
+        );
+        let heads = BTreeMap::from([(acme.clone(), 20), (globex.clone(), 5)]);
+        let reading = BTreeMap::from([(acme.clone(), 3)]);
+
+        // What one read of each tenant's whole remaining log would send.
+        let mut expected = Vec::new();
+        for r in store.outbox_rows(&acme, 3, 100).await.unwrap() {
+            crate::row::encode("acme", &r, &mut expected).unwrap();
+        }
+        for r in store.outbox_rows(&globex, 0, 100).await.unwrap() {
+            crate::row::encode("globex", &r, &mut expected).unwrap();
+        }
+
+        for page in [1, 4, 17, 1_000] {
+            let batch = collect(&store, &reading, &heads, 1_000, page, None)
+                .await
+                .unwrap()
+                .expect("events to send");
+            assert_eq!(batch.events, 22, "page {page}");
+            assert_eq!(batch.body.as_ref(), expected.as_slice(), "page {page}");
+            assert_eq!(batch.advances, [(acme.clone(), 20), (globex.clone(), 5)]);
+        }
+
+        // A limit that ends inside a page still stops at the limit.
+        let batch = collect(&store, &reading, &heads, 10, 4, None)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(batch.events, 10);
+        assert_eq!(batch.advances, [(acme.clone(), 13)]);
+    }
 }
