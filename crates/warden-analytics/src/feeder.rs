@@ -666,12 +666,12 @@ async fn collect(
         let mut at = start;
         while at < head && events < limit {
             let want = (limit - events).min((head - at) as usize).min(page) as u32;
-            let page = store.outbox_rows(tenant, at, want).await?;
-            let Some(last) = page.last() else { break };
+            let rows = store.outbox_rows(tenant, at, want).await?;
+            let Some(last) = rows.last() else { break };
             at = last.seq + 1;
-            events += page.len();
-            body.reserve(page.len() * 768);
-            for e in &page {
+            events += rows.len();
+            body.reserve(rows.len() * 768);
+            for e in &rows {
                 // Its removals still apply, whatever the record's own age.
                 if let Some(r) = retention::recorded_removal(e).map_err(FeedError::Record)? {
                     removals.push((tenant.clone(), r));
