@@ -172,7 +172,8 @@ fn header_len(buf: &[u8]) -> Result<Option<usize>> {
     if buf.len() < fixed {
         return Ok(None);
     }
-    let extension = be_u32(&buf[SIGNATURE.len() + 4..fixed]) as usize;
+    let extension = usize::try_from(word(buf, SIGNATURE.len() + 4))
+        .map_err(|_| malformed("a negative header extension length"))?;
     Ok((buf.len() >= fixed + extension).then_some(fixed + extension))
 }
 
@@ -193,8 +194,7 @@ fn row_len(buf: &[u8]) -> Result<Option<usize>> {
         if buf.len() < at + 4 {
             return Ok(None);
         }
-        let len = i32::from_be_bytes(buf[at..at + 4].try_into().expect("4 bytes"));
-        at += 4 + usize::try_from(len).unwrap_or(0);
+        at += 4 + usize::try_from(word(buf, at)).unwrap_or(0);
     }
     Ok((buf.len() >= at).then_some(at))
 }
@@ -207,7 +207,7 @@ fn decode_row(buf: &[u8]) -> Result<Option<OutboxRow>> {
     let mut fields = Fields { buf, at: 2 };
     let seq = fields.int8()?;
     let id = fields
-        .value()?
+        .value()
         .ok_or_else(|| malformed("an event without id"))?;
     let id = uuid::Uuid::try_parse_ascii(id).map_err(|e| malformed(format!("stored id: {e}")))?;
     let row = OutboxRow {
@@ -239,24 +239,18 @@ struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
-    /// The next field's bytes; `None` for NULL.
-    fn value(&mut self) -> Result<Option<&'a [u8]>> {
-        let len = i32::from_be_bytes(
-            self.buf[self.at..self.at + 4]
-                .try_into()
-                .expect("row_len checked the length words"),
-        );
+    /// The next field's bytes; `None` for NULL. [`row_len`] checked that they are there.
+    fn value(&mut self) -> Option<&'a [u8]> {
+        let len = word(self.buf, self.at);
         self.at += 4;
-        let Ok(len) = usize::try_from(len) else {
-            return Ok(None);
-        };
+        let len = usize::try_from(len).ok()?;
         let value = &self.buf[self.at..self.at + len];
         self.at += len;
-        Ok(Some(value))
+        Some(value)
     }
 
     fn int8(&mut self) -> Result<i64> {
-        let v = self.value()?.ok_or_else(|| malformed("a NULL number"))?;
+        let v = self.value().ok_or_else(|| malformed("a NULL number"))?;
         let v: [u8; 8] = v
             .try_into()
             .map_err(|_| malformed(format!("a bigint of {} bytes", v.len())))?;
@@ -264,7 +258,7 @@ impl<'a> Fields<'a> {
     }
 
     fn optional_text(&mut self) -> Result<Option<String>> {
-        self.value()?
+        self.value()
             .map(|v| {
                 std::str::from_utf8(v)
                     .map(str::to_owned)
@@ -279,8 +273,9 @@ impl<'a> Fields<'a> {
     }
 }
 
-fn be_u32(b: &[u8]) -> u32 {
-    u32::from_be_bytes(b.try_into().expect("4 bytes"))
+/// The big-endian 32-bit word at `at`, which the caller made sure `buf` holds.
+fn word(buf: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes(buf[at..at + 4].try_into().expect("four bytes"))
 }
 
 #[cfg(test)]
