@@ -1,9 +1,12 @@
 //! Durable audit append: how many `authz.decision` events per second reach a real SQLite file
 //! (WAL, `synchronous=FULL`) and are acknowledged.
 //!
-//! - `pipeline/*`: 10,000 events submitted concurrently through the [`AuditPipeline`] (bounded
-//!   queue, one writer, group commit), timed until the last acknowledgement. Each event is
-//!   acknowledged only after the transaction holding it committed, as in the server.
+//! - `pipeline/*`: 10,000 events (`WARDEN_BENCH_PIPELINE_EVENTS`, at most the queue's 50,000)
+//!   submitted concurrently through the [`AuditPipeline`] (bounded queue, one writer, group
+//!   commit), timed until the last acknowledgement. Each event is acknowledged only after the
+//!   transaction holding it committed, as in the server. Each run also prints the CPU time
+//!   the timed part used per event (on Linux): all cores, this process's share, and the rest
+//!   (PostgreSQL's, for `postgres/*`), and how many of the cores were busy.
 //!   - `record_tasks`: one task per event calling `record` (like 10,000 concurrent requests to
 //!     `POST /api/v1/authorize`);
 //!   - `record_many_100`: 100 tasks calling `record_many` with 100 events each (like
@@ -48,8 +51,79 @@ use warden_store::{Appended, EncodedEvent, NewEvent, SqliteStore, Store};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Events per pipeline iteration.
-const PIPELINE_EVENTS: usize = 10_000;
+/// Events per pipeline iteration: 10,000, or `WARDEN_BENCH_PIPELINE_EVENTS`. Larger bursts
+/// weigh the start and the end of a burst less (the first batch waits for events to come,
+/// the last commits alone).
+fn pipeline_events() -> usize {
+    std::env::var("WARDEN_BENCH_PIPELINE_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000)
+}
+
+/// CPU time used during the timed parts of a benchmark, from `/proc` (Linux; nothing
+/// elsewhere), in clock ticks.
+#[derive(Default)]
+struct CpuUse {
+    /// Every core's busy time.
+    busy: u64,
+    /// This process's.
+    own: u64,
+    wall: Duration,
+    events: u64,
+}
+
+impl CpuUse {
+    /// Runs `f`, which handles `events` events, and adds what it used.
+    fn measure<T>(&mut self, events: usize, f: impl FnOnce() -> T) -> (T, Duration) {
+        let before = cpu_ticks();
+        let started = Instant::now();
+        let out = f();
+        let took = started.elapsed();
+        if let (Some(a), Some(b)) = (before, cpu_ticks()) {
+            self.busy += b.0 - a.0;
+            self.own += b.1 - a.1;
+            self.wall += took;
+            self.events += events as u64;
+        }
+        (out, took)
+    }
+
+    fn report(&self, name: &str) {
+        if self.events == 0 {
+            return;
+        }
+        // Clock ticks are 1/100 s on Linux.
+        let per_event = |ticks: u64| ticks as f64 * 10_000.0 / self.events as f64;
+        eprintln!(
+            "{name}: CPU {:.1} µs per event ({:.1} this process, {:.1} the rest), {:.2} cores busy",
+            per_event(self.busy),
+            per_event(self.own),
+            per_event(self.busy - self.own),
+            self.busy as f64 / 100.0 / self.wall.as_secs_f64(),
+        );
+    }
+}
+
+/// Busy ticks of all cores and ticks of this process, from `/proc/stat` and
+/// `/proc/self/stat`.
+fn cpu_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let all: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    // idle and iowait are the fourth and fifth.
+    let busy = all.iter().sum::<u64>() - all.get(3)? - all.get(4)?;
+    let me = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // After the command name: state is the first field, utime and stime the 12th and 13th.
+    let fields: Vec<&str> = me[me.rfind(')')? + 2..].split_whitespace().collect();
+    let own = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some((busy, own))
+}
 /// Events per direct store call: one transaction (and one fsync) each.
 const STORE_BATCHES: [usize; 4] = [1, 10, 100, 1_000];
 /// Events per iteration of the encoding measurement.
@@ -350,7 +424,8 @@ fn pipeline(c: &mut Criterion) {
     let events = Events::new();
     events.describe();
     let mut group = c.benchmark_group("pipeline");
-    group.throughput(Throughput::Elements(PIPELINE_EVENTS as u64));
+    let n = pipeline_events();
+    group.throughput(Throughput::Elements(n as u64));
     group.sample_size(10);
     for (name, how) in [
         ("record_tasks", Submit::RecordTasks),
@@ -362,19 +437,21 @@ fn pipeline(c: &mut Criterion) {
         let pipeline = Arc::new(rt.block_on(async {
             AuditPipeline::start(store.clone() as Arc<dyn Store>, PipelineConfig::default())
         }));
+        let mut cpu = CpuUse::default();
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    let batch = events.make(PIPELINE_EVENTS);
-                    let started = Instant::now();
-                    let stored = rt.block_on(submit(&pipeline, batch, how));
-                    total += started.elapsed();
-                    assert_eq!(stored, PIPELINE_EVENTS);
+                    let batch = events.make(n);
+                    let (stored, took) =
+                        cpu.measure(n, || rt.block_on(submit(&pipeline, batch, how)));
+                    total += took;
+                    assert_eq!(stored, n);
                 }
                 total
             })
         });
+        cpu.report(&format!("pipeline/{name}"));
         let stats = pipeline.stats();
         let (appended, batches) = (stats.appended.get(), stats.batches.get());
         if appended > 0 {
@@ -476,7 +553,8 @@ fn postgres(c: &mut Criterion) {
     );
     let mut group = c.benchmark_group("postgres");
     group.sample_size(10);
-    group.throughput(Throughput::Elements(PIPELINE_EVENTS as u64));
+    let n = pipeline_events();
+    group.throughput(Throughput::Elements(n as u64));
     for (bench, how) in [
         ("pipeline/record_tasks", Submit::RecordTasks),
         ("pipeline/record_many_100", Submit::RecordMany(100)),
@@ -485,19 +563,21 @@ fn postgres(c: &mut Criterion) {
             Arc::new(rt.block_on(async {
                 AuditPipeline::start(store.clone(), PipelineConfig::default())
             }));
+        let mut cpu = CpuUse::default();
         group.bench_function(bench, |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    let batch = events.make(PIPELINE_EVENTS);
-                    let started = Instant::now();
-                    let stored = rt.block_on(submit(&pipeline, batch, how));
-                    total += started.elapsed();
-                    assert_eq!(stored, PIPELINE_EVENTS);
+                    let batch = events.make(n);
+                    let (stored, took) =
+                        cpu.measure(n, || rt.block_on(submit(&pipeline, batch, how)));
+                    total += took;
+                    assert_eq!(stored, n);
                 }
                 total
             })
         });
+        cpu.report(&format!("postgres/{bench}"));
         let stats = pipeline.stats();
         let (appended, batches) = (stats.appended.get(), stats.batches.get());
         if appended > 0 {

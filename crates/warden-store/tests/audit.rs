@@ -395,6 +395,34 @@ async fn batches_in_flight_on_one_handle_extend_one_tree(b: Backend) {
     }
 }
 
+/// A batch of several megabytes (on PostgreSQL, one whose rows are kept in memory for its
+/// transaction) lands whole: every event once, in order, its payload intact, and a resent
+/// event among them recorded once.
+async fn a_batch_of_several_megabytes_lands_whole(b: Backend) {
+    let db = TestDb::new(b).await;
+    let s = db.open().await;
+    let big = |n: usize| {
+        let mut e = event("acme", "acme/a", n);
+        e.payload = json!({"n": n, "blob": format!("{n:06}").repeat(500)});
+        e
+    };
+    let zero = big(0);
+    let first = s.append_events(&[new(zero.clone(), true)]).await.unwrap();
+    assert_eq!(seqs(&first), vec![Some(0)]);
+    let mut batch: Vec<NewEvent> = (1..1_500).map(|n| new(big(n), false)).collect();
+    batch.push(new(zero, true));
+    let out = s.append_events(&batch).await.unwrap();
+    assert_eq!(out.len(), 1_500);
+    assert_eq!(out[1_499], Appended::Duplicate, "the resent event");
+    assert_eq!(
+        seqs(&out[..1_499]),
+        (1..1_500).map(Some).collect::<Vec<_>>()
+    );
+    assert_one_tree(&s, &tenant("acme"), 1_500).await;
+    let page = s.events_in_order(&tenant("acme"), 1_234, 1).await.unwrap();
+    assert_eq!(page[0].event.payload["blob"], json!("001234".repeat(500)));
+}
+
 /// A node's pipeline keeps writing while another node (a second handle) appends to the same
 /// log: whichever of them finds the log moved numbers its batch again, and the tree stays
 /// one.
@@ -459,4 +487,5 @@ on_both_backends!(
     two_writers_on_one_database_extend_one_tree,
     batches_in_flight_on_one_handle_extend_one_tree,
     a_pipeline_and_another_writer_share_one_log,
+    a_batch_of_several_megabytes_lands_whole,
 );

@@ -1,4 +1,4 @@
-//! Audit appends on PostgreSQL, and how one node keeps two batches of the same log in flight.
+//! Audit appends on PostgreSQL, and how one node keeps several batches of the same log in flight.
 //!
 //! A tenant's head row (`merkle_heads`) is the sequencer of its log: every append ends by
 //! writing the new head, and a transaction that holds the row holds the log.
@@ -32,8 +32,18 @@ use super::{db_err, frontier_from, head_from_row};
 use crate::numbering::{Numbered, by_tenant, number};
 use crate::{Appended, EncodedEvent, MerkleHead};
 
-/// Batches one node's pipeline keeps in flight: while one commits, the next writes its rows.
-pub(crate) const IN_FLIGHT: usize = 2;
+/// Batches one node's pipeline keeps in flight at most: while one commits, the next ones
+/// write their rows, each in a backend of its own. Four against two: the same on short
+/// bursts, a few percent more on long ones, where more rows wait than one backend inserts
+/// (docs/benchmarks.md).
+const IN_FLIGHT: usize = 4;
+
+/// The batches in flight for a pool of `max_connections`: a quarter of the pool at most, so
+/// that the writer never takes the connections that reads, the checkpointer and the
+/// registry's writes need; one where the pool is too small to spare more.
+pub(crate) fn in_flight(max_connections: u32) -> usize {
+    (max_connections as usize / 4).clamp(1, IN_FLIGHT)
+}
 
 /// How long a tenant whose tip went stale is appended the locking way.
 const CONTENDED_FOR: Duration = Duration::from_secs(2);
@@ -131,6 +141,7 @@ impl Appender {
         batch: &[EncodedEvent],
     ) -> std::result::Result<Vec<Appended>, Failure> {
         let mut tx = pool.begin().await.map_err(db_err)?;
+        room_for_rows(&mut tx, batch).await.map_err(db_err)?;
         let (mut out, mut groups) = by_tenant(batch.iter());
         // Head rows are locked in one global order (by tenant), so two nodes whose batches
         // hold the same tenants can never each wait for a row the other holds.
@@ -321,6 +332,45 @@ impl Appender {
         }
     }
 }
+
+/// The size of a batch's rows past which the server would spill them to a temporary file.
+///
+/// `INSERT … SELECT FROM UNNEST` first collects the rows the function returns in a
+/// tuplestore, which goes to a temporary file beyond `work_mem` (4 MB by default): a batch
+/// of a few thousand events was written to disk and read back before its insert. The bytes
+/// of the rows are close to the events' text.
+const SPILL_AT: usize = 2 << 20;
+
+/// Lets a large batch's rows stay in memory for this transaction only ([`work_mem_mb`]).
+/// Smaller batches, the common case, cost no extra round trip.
+async fn room_for_rows(
+    tx: &mut PgConnection,
+    batch: &[EncodedEvent],
+) -> std::result::Result<(), sqlx::Error> {
+    let Some(mb) = work_mem_mb(batch) else {
+        return Ok(());
+    };
+    sqlx::query("SELECT set_config('work_mem', $1, true)")
+        .bind(format!("{mb}MB"))
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// The `work_mem` a batch's rows need to stay in memory, if more than the default: about
+/// twice their size, at most [`WORK_MEM_MAX_MB`]. The server allocates it only as the rows
+/// come.
+fn work_mem_mb(batch: &[EncodedEvent]) -> Option<usize> {
+    let bytes: usize = batch
+        .iter()
+        .map(|e| e.header.len() + e.payload.as_ref().map_or(0, String::len) + 256)
+        .sum();
+    (bytes >= SPILL_AT).then(|| ((bytes * 2) >> 20).clamp(4, WORK_MEM_MAX_MB))
+}
+
+/// The most `work_mem` an append asks for: a larger batch (events with very large payloads)
+/// spills what is beyond it, as before.
+const WORK_MEM_MAX_MB: usize = 64;
 
 /// Waits until the batch behind `after` is over, committed or not.
 async fn wait(after: Option<watch::Receiver<()>>) {
@@ -592,4 +642,40 @@ async fn existing_ids<E: Borrow<EncodedEvent>>(
             .fetch_all(&mut *conn)
             .await?;
     Ok(found.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_writer_takes_a_quarter_of_the_pool_at_most() {
+        assert_eq!(in_flight(16), 4);
+        assert_eq!(in_flight(100), 4);
+        assert_eq!(in_flight(8), 2);
+        assert_eq!(in_flight(4), 1);
+        assert_eq!(in_flight(1), 1);
+    }
+
+    fn batch(events: usize, payload: usize) -> Vec<EncodedEvent> {
+        let event = warden_core::AuditEvent::new(
+            "acme",
+            "acme",
+            "authz.decision",
+            "warden.api",
+            warden_core::Actor::default(),
+            serde_json::json!({ "blob": "x".repeat(payload) }),
+        );
+        vec![EncodedEvent::of(&event, false); events]
+    }
+
+    #[test]
+    fn only_a_batch_that_would_spill_raises_work_mem() {
+        assert_eq!(work_mem_mb(&batch(1, 100)), None);
+        assert_eq!(work_mem_mb(&batch(100, 1_000)), None);
+        // 2,000 rows of a little over 2 kB: about 4.5 MB, twice that asked for.
+        let mb = work_mem_mb(&batch(2_000, 2_000)).unwrap();
+        assert!((8..=10).contains(&mb), "{mb} MB");
+        assert_eq!(work_mem_mb(&batch(100, 1 << 20)), Some(WORK_MEM_MAX_MB));
+    }
 }

@@ -70,8 +70,10 @@ pub enum Schema {
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
-    /// This node's audit writer: batches numbered in order, two in flight.
+    /// This node's audit writer: batches numbered in order, several in flight.
     appender: Arc<append::Appender>,
+    /// Batches the audit pipeline keeps in flight ([`append::in_flight`]).
+    appends_in_flight: usize,
     /// Keeps the audit table's monthly partitions created ahead; stops with the last handle.
     _partitions: Arc<partitions::Maintainer>,
 }
@@ -118,6 +120,7 @@ impl PgStore {
         Ok(PgStore {
             _partitions: Arc::new(partitions::Maintainer::start(pool.clone())),
             appender: Arc::default(),
+            appends_in_flight: append::in_flight(max_connections),
             pool,
         })
     }
@@ -709,7 +712,7 @@ impl Store for PgStore {
     }
 
     fn appends_in_flight(&self) -> usize {
-        append::IN_FLIGHT
+        self.appends_in_flight
     }
 
     async fn query_events(
