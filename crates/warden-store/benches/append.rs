@@ -420,6 +420,27 @@ async fn submit(pipeline: &Arc<AuditPipeline>, events: Vec<AuditEvent>, how: Sub
     stored
 }
 
+/// `iters` bursts of `n` events through `pipeline`, each timed until its last
+/// acknowledgement; their total time.
+fn bursts(
+    rt: &Runtime,
+    pipeline: &Arc<AuditPipeline>,
+    events: &Events,
+    n: usize,
+    how: Submit,
+    cpu: &mut CpuUse,
+    iters: u64,
+) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let batch = events.make(n);
+        let (stored, took) = cpu.measure(n, || rt.block_on(submit(pipeline, batch, how)));
+        total += took;
+        assert_eq!(stored, n);
+    }
+    total
+}
+
 fn pipeline(c: &mut Criterion) {
     let events = Events::new();
     events.describe();
@@ -439,17 +460,7 @@ fn pipeline(c: &mut Criterion) {
         }));
         let mut cpu = CpuUse::default();
         group.bench_function(name, |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let batch = events.make(n);
-                    let (stored, took) =
-                        cpu.measure(n, || rt.block_on(submit(&pipeline, batch, how)));
-                    total += took;
-                    assert_eq!(stored, n);
-                }
-                total
-            })
+            b.iter_custom(|iters| bursts(&rt, &pipeline, &events, n, how, &mut cpu, iters))
         });
         cpu.report(&format!("pipeline/{name}"));
         let stats = pipeline.stats();
@@ -565,17 +576,7 @@ fn postgres(c: &mut Criterion) {
             }));
         let mut cpu = CpuUse::default();
         group.bench_function(bench, |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let batch = events.make(n);
-                    let (stored, took) =
-                        cpu.measure(n, || rt.block_on(submit(&pipeline, batch, how)));
-                    total += took;
-                    assert_eq!(stored, n);
-                }
-                total
-            })
+            b.iter_custom(|iters| bursts(&rt, &pipeline, &events, n, how, &mut cpu, iters))
         });
         cpu.report(&format!("postgres/{bench}"));
         let stats = pipeline.stats();
