@@ -8,7 +8,7 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 use warden_core::EventHeader;
-use warden_core::event::payload_digest;
+use warden_core::event::{canonical_digest, payload_digest};
 use warden_core::retention::{RetentionRecord, SeqRange};
 
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointVerifier};
@@ -344,7 +344,14 @@ impl LogVerifier {
         }
 
         let mut purged = false;
-        if let Some(text) = &row.payload_json {
+        if let Some(text) = &row.payload_json
+            && canonical_digest(text.as_bytes()) == header.payload_sha256
+        {
+            // Stored as the canonical text the digest was taken over (every store writes it
+            // so): intact, with nothing to parse. A match cannot hold for any other text.
+        } else if let Some(text) = &row.payload_json {
+            // Text in another form (the key order of older rows, or a copy rewritten by a
+            // tool): parsed and made canonical before it is compared.
             let payload: serde_json::Value = serde_json::from_str(text).map_err(|e| {
                 fail(
                     FailureKind::MalformedPayload,
@@ -564,6 +571,19 @@ mod tests {
         }
     }
 
+    /// Signs the checkpoints again (at sizes 4 and 8) after rows were replaced.
+    fn rebuild(log: &mut Log) {
+        let mut range = CompactRange::new();
+        log.checkpoints.clear();
+        for r in &log.rows {
+            range.append(r.leaf_hash);
+            if range.size().is_multiple_of(4) {
+                log.checkpoints
+                    .push(sign(&log.signer, range.size(), range.root()));
+            }
+        }
+    }
+
     fn run(log: &Log) -> Result<VerifySummary, VerifyFailure> {
         let mut v = LogVerifier::new(TENANT, Some(log.signer.verifier()), log.checkpoints.clone());
         for r in &log.rows {
@@ -773,6 +793,43 @@ mod tests {
         let f = fails(&log);
         assert_eq!((f.kind, f.seq), (FailureKind::Columns, Some(6)));
         assert!(f.detail.contains("agent, outcome"), "{f}");
+    }
+
+    /// Stores write a payload as its canonical text, which verification checks by its digest
+    /// alone; text in any other key order (older rows) is parsed and made canonical first.
+    /// Either way a changed value is caught.
+    #[test]
+    fn payload_text_verifies_in_canonical_and_in_any_key_order() {
+        let mut log = log();
+        let payload = json!({"tool": "deploy", "args": {"z": 1, "a": [true, null, 2.5]}});
+        let event = {
+            let mut e = event(3);
+            e.payload = payload.clone();
+            e.seal();
+            e
+        };
+        let canonical = warden_core::canonical::to_string(&payload);
+        let as_written = serde_json::to_string(&payload).unwrap();
+        assert_ne!(
+            canonical, as_written,
+            "the two forms must differ for this test"
+        );
+        for text in [&canonical, &as_written] {
+            log.rows[3] = StoredEvent {
+                payload_json: Some(text.clone()),
+                ..row(3, &event)
+            };
+            rebuild(&mut log);
+            assert_eq!(run(&log).unwrap().events, 10, "{text}");
+        }
+        for text in [
+            canonical.replace("deploy", "delete"),
+            as_written.replace("deploy", "delete"),
+        ] {
+            log.rows[3].payload_json = Some(text);
+            let f = fails(&log);
+            assert_eq!((f.kind, f.seq), (FailureKind::PayloadDigest, Some(3)));
+        }
     }
 
     #[test]

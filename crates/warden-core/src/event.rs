@@ -195,7 +195,13 @@ impl EventHeader {
 }
 
 pub fn payload_digest(payload: &Value) -> String {
-    hex::encode(Sha256::digest(canonical::to_vec(payload)))
+    canonical_digest(&canonical::to_vec(payload))
+}
+
+/// The digest of a payload already in canonical form: what [`payload_digest`] computes, from
+/// the text that stores keep (see `EncodedEvent`), without parsing it.
+pub fn canonical_digest(canonical_text: &[u8]) -> String {
+    hex::encode(Sha256::digest(canonical_text))
 }
 
 /// Times are stored with microsecond precision in a fixed RFC 3339 form so that a header
