@@ -15,10 +15,26 @@ pub fn to_string(value: &Value) -> String {
     String::from_utf8(to_vec(value)).expect("canonical JSON is UTF-8")
 }
 
+/// Objects up to this many keys are sorted in place on the stack: payloads and headers are
+/// mostly small objects, and one allocation per object was a large part of the writing.
+const INLINE_KEYS: usize = 16;
+
+static NULL: Value = Value::Null;
+
 fn write(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            let mut inline = [("", &NULL); INLINE_KEYS];
+            let mut spilled;
+            let entries: &mut [(&str, &Value)] = if map.len() <= INLINE_KEYS {
+                for (slot, (k, v)) in inline.iter_mut().zip(map) {
+                    *slot = (k.as_str(), v);
+                }
+                &mut inline[..map.len()]
+            } else {
+                spilled = map.iter().map(|(k, v)| (k.as_str(), v)).collect::<Vec<_>>();
+                &mut spilled
+            };
             // UTF-8 byte order equals UTF-16 order unless a key holds a character from
             // U+E000 up (lead byte 0xEE or more): compare bytes then, which is much cheaper.
             if entries.iter().all(|(k, _)| k.bytes().all(|b| b < 0xEE)) {
@@ -27,7 +43,7 @@ fn write(value: &Value, out: &mut Vec<u8>) {
                 entries.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
             }
             out.push(b'{');
-            for (i, (k, v)) in entries.into_iter().enumerate() {
+            for (i, (k, v)) in entries.iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
@@ -52,9 +68,18 @@ fn write(value: &Value, out: &mut Vec<u8>) {
     }
 }
 
-fn write_str(s: &str, out: &mut Vec<u8>) {
-    // serde_json escapes exactly what JSON requires and leaves the rest as UTF-8.
-    serde_json::to_writer(&mut *out, s).expect("string serializes");
+pub(crate) fn write_str(s: &str, out: &mut Vec<u8>) {
+    // JSON requires escaping only quotes, backslashes and control characters, and
+    // serde_json escapes exactly those, leaving the rest as UTF-8: a string without any is
+    // copied as it is (most are), the others go through serde_json.
+    if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        serde_json::to_writer(&mut *out, s).expect("string serializes");
+    } else {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    }
 }
 
 #[cfg(test)]
@@ -85,6 +110,48 @@ mod tests {
             to_string(&v),
             "{\"a\":4,\"z\":3,\"\u{1F600}\":2,\"\u{FF5E}\":1}"
         );
+    }
+
+    /// Strings are copied as they are unless JSON requires an escape; the bytes must be what
+    /// serde_json writes either way, since digests of older payloads were taken over those.
+    #[test]
+    fn strings_are_written_as_serde_json_writes_them() {
+        let mut samples: Vec<String> = (0u8..=0x7f).map(|b| format!("a{}z", b as char)).collect();
+        samples.extend(
+            [
+                "",
+                "plain text",
+                "quote \" and backslash \\",
+                "tab\tnewline\n\u{0}\u{1f}",
+                "\u{7f} del",
+                "é ü \u{2028}\u{2029} \u{FF5E} \u{1F600}",
+                "\\\\\"\"",
+            ]
+            .map(String::from),
+        );
+        for s in samples {
+            let mut ours = Vec::new();
+            write_str(&s, &mut ours);
+            assert_eq!(ours, serde_json::to_vec(&s).unwrap(), "{s:?}");
+        }
+    }
+
+    /// Objects of up to 16 keys are sorted on the stack, larger ones on the heap: the same
+    /// order either way.
+    #[test]
+    fn small_and_large_objects_sort_alike() {
+        for n in [0usize, 1, 2, 15, 16, 17, 40] {
+            let mut map = serde_json::Map::new();
+            for i in (0..n).rev() {
+                map.insert(format!("k{i:02}"), json!(i));
+            }
+            let text = to_string(&Value::Object(map));
+            let expected = (0..n)
+                .map(|i| format!("\"k{i:02}\":{i}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            assert_eq!(text, format!("{{{expected}}}"), "{n} keys");
+        }
     }
 
     #[test]

@@ -64,7 +64,7 @@ impl<'a> Object<'a> {
 }
 
 fn string(out: &mut Vec<u8>, s: &str) {
-    serde_json::to_writer(&mut *out, s).expect("a string serializes");
+    crate::canonical::write_str(s, out);
 }
 
 fn array<T>(out: &mut Vec<u8>, items: &[T], mut write: impl FnMut(&mut Vec<u8>, &T)) {
