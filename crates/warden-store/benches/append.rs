@@ -16,6 +16,9 @@
 //!   alone, and what a commit costs whatever its size.
 //! - `store/encode/1000`: the CPU part of an append without SQLite — canonical header JSON,
 //!   Merkle leaf hash, payload JSON, query columns — for 1,000 events.
+//! - `store/events_in_order/1000`: a page of 1,000 events read back in log order, header and
+//!   payload parsed (how stream destinations read the log); `store/log_rows/1000`: the same
+//!   page as stored, nothing parsed (how `warden audit verify` reads it).
 //!
 //! - `postgres/*`: the same pipeline runs and direct appends against a fresh database on the
 //!   PostgreSQL server at `WARDEN_TEST_POSTGRES_URL` (default
@@ -41,7 +44,7 @@ use tokio::runtime::Runtime;
 use warden_audit::redact::{Redactor, tenant_key};
 use warden_core::{
     Actor, AuditEvent, ClientInfo, DecisionSummary, EntityRef, Obligation, Outcome, PolicyRef,
-    ResourceRef, TraceContext, catalog,
+    ResourceRef, TenantId, TraceContext, catalog,
 };
 use warden_store::pipeline::{AuditPipeline, PipelineConfig};
 use warden_store::postgres::{PgStore, Schema};
@@ -128,6 +131,8 @@ fn cpu_ticks() -> Option<(u64, u64)> {
 const STORE_BATCHES: [usize; 4] = [1, 10, 100, 1_000];
 /// Events per iteration of the encoding measurement.
 const ENCODE_BATCH: usize = 1_000;
+/// Events per page when the log is read back in order.
+const READ_PAGE: u32 = 1_000;
 
 const TENANT: &str = "acme";
 const NAMESPACE: &str = "acme/platform/api";
@@ -510,6 +515,38 @@ fn store(c: &mut Criterion) {
     if db_size(&dir) > 1 << 20 {
         eprintln!("store: database {} MiB", db_size(&dir) >> 20);
     }
+
+    // The log read back in order, as `warden audit verify` and stream destinations read it.
+    let tenant = TenantId::parse(TENANT).expect("tenant id");
+    let head = rt.block_on(store.merkle_head(&tenant)).expect("head");
+    if head.size < READ_PAGE as u64 {
+        let batch: Vec<NewEvent> = (events.make(READ_PAGE as usize).into_iter())
+            .map(|event| NewEvent {
+                event,
+                dedupe: false,
+            })
+            .collect();
+        rt.block_on(store.append_events(&batch)).expect("append");
+    }
+    group.throughput(Throughput::Elements(u64::from(READ_PAGE)));
+    group.bench_function(BenchmarkId::new("events_in_order", READ_PAGE), |b| {
+        b.iter(|| {
+            let page = rt
+                .block_on(store.events_in_order(&tenant, 0, READ_PAGE))
+                .expect("read");
+            assert_eq!(page.len(), READ_PAGE as usize);
+            black_box(page)
+        })
+    });
+    group.bench_function(BenchmarkId::new("log_rows", READ_PAGE), |b| {
+        b.iter(|| {
+            let page = rt
+                .block_on(store.log_rows(&tenant, 0, READ_PAGE))
+                .expect("read");
+            assert_eq!(page.len(), READ_PAGE as usize);
+            black_box(page)
+        })
+    });
 
     // The CPU part of an append, without SQLite: canonical header, leaf hash, payload text and
     // query columns, as the pipeline computes them on the caller's task.

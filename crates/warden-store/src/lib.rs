@@ -404,6 +404,34 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<outbox::OutboxRow>> {
         outbox::by_events(self, tenant, from_seq, limit).await
     }
+    /// The tenant's events in log order from `from_seq`, at most `limit`, as stored and
+    /// unparsed, with their leaf hashes: what `warden audit verify` checks. The default goes
+    /// through [`Store::events_in_order`]; a store can do it without parsing.
+    async fn log_rows(
+        &self,
+        tenant: &TenantId,
+        from_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<warden_audit::verify::StoredEvent>> {
+        Ok(self
+            .events_in_order(tenant, from_seq, limit)
+            .await?
+            .into_iter()
+            .map(|e| warden_audit::verify::StoredEvent {
+                seq: e.seq,
+                leaf_hash: e.leaf_hash,
+                header_json: e.header_json,
+                payload_json: e.payload_json,
+                columns: e.columns,
+            })
+            .collect())
+    }
+}
+
+/// Room for a page's rows, reserved up front for a page of the usual size only: a caller
+/// that wants a whole log in one call asks for `u32::MAX` rows.
+pub(crate) fn page_capacity(limit: u32) -> usize {
+    limit.min(1_024) as usize
 }
 
 /// Convenience for callers that record one event outside the pipeline (the CLI).

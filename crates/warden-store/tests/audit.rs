@@ -131,6 +131,55 @@ async fn appended_events_extend_each_tenants_own_log(b: Backend) {
     assert_eq!(first.payload_json.as_deref(), Some(r#"{"n":0}"#));
 }
 
+/// The log as `warden audit verify` reads it: the stored texts and leaf hashes, in order from
+/// any position, one tenant only; a payload stored as its canonical text, whose SHA-256 is the
+/// header's `payload_sha256`.
+async fn the_log_reads_back_unparsed_as_stored(b: Backend) {
+    let db = TestDb::new(b).await;
+    let s = db.open().await;
+    let batch: Vec<NewEvent> = (0..30)
+        .map(|n| {
+            let t = if n % 3 == 2 { "globex" } else { "acme" };
+            let mut e = event(t, &format!("{t}/platform"), n);
+            e.payload = json!({"n": n, "args": {"z": "last", "a": [1, "é\"\n"]}});
+            e.seal();
+            new(e, false)
+        })
+        .collect();
+    s.append_events(&batch).await.unwrap();
+    for (t, size) in [("acme", 20u64), ("globex", 10)] {
+        for from in [0u64, 7, size - 1, size] {
+            let rows = s.log_rows(&tenant(t), from, 6).await.unwrap();
+            let events = s.events_in_order(&tenant(t), from, 6).await.unwrap();
+            assert_eq!(rows.len(), (size - from).min(6) as usize, "{t} from {from}");
+            assert_eq!(rows.len(), events.len());
+            for (r, e) in rows.iter().zip(&events) {
+                assert_eq!(r.seq, e.seq);
+                assert_eq!(r.leaf_hash, e.leaf_hash);
+                assert_eq!(r.header_json, e.header_json);
+                assert_eq!(r.payload_json, e.payload_json);
+                assert_eq!(r.columns, e.columns);
+                assert_eq!(e.event.header.tenant, t);
+            }
+        }
+    }
+    // A whole log in one call: as many rows as there are, nothing reserved for the rest.
+    let all = s.log_rows(&tenant("acme"), 0, u32::MAX).await.unwrap();
+    assert_eq!(all.len(), 20);
+    let outbox = s.outbox_rows(&tenant("acme"), 0, u32::MAX).await.unwrap();
+    assert_eq!(outbox.len(), 20);
+    let first = &s.log_rows(&tenant("acme"), 0, 1).await.unwrap()[0];
+    let payload = first.payload_json.as_deref().unwrap();
+    assert_eq!(
+        payload, r#"{"args":{"a":[1,"é\"\n"],"z":"last"},"n":0}"#,
+        "keys sorted, nothing else changed"
+    );
+    assert_eq!(
+        warden_core::event::canonical_digest(payload.as_bytes()),
+        batch[0].event.header.payload_sha256
+    );
+}
+
 async fn resent_events_are_recorded_once(b: Backend) {
     let db = TestDb::new(b).await;
     let s = db.open().await;
@@ -479,6 +528,7 @@ async fn unawaited_events_share_the_next_awaited_commit(b: Backend) {
 
 on_both_backends!(
     unawaited_events_share_the_next_awaited_commit,
+    the_log_reads_back_unparsed_as_stored,
     appended_events_extend_each_tenants_own_log,
     resent_events_are_recorded_once,
     queries_filter_page_and_stay_in_their_tenant,

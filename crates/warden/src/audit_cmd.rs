@@ -10,7 +10,7 @@ use clap::Subcommand;
 use warden_audit::checkpoint::CheckpointVerifier;
 use warden_audit::export::{ExportFormat, ExportRecord};
 use warden_audit::merkle::CompactRange;
-use warden_audit::verify::{LogVerifier, StoredCheckpoint, StoredEvent};
+use warden_audit::verify::{LogVerifier, StoredCheckpoint};
 use warden_core::{NamespacePath, TenantId};
 use warden_store::{EventFilter, PageRequest, Store};
 
@@ -246,19 +246,12 @@ async fn verify_tenant(
     let mut expired = ExpiredLeaves::default();
     let mut next = 0u64;
     loop {
-        let rows = store.events_in_order(tenant, next, PAGE).await?;
+        let rows = store.log_rows(tenant, next, PAGE).await?;
         let full = rows.len() as u32 == PAGE;
         for r in rows {
             expired.feed_before(store, tenant, r.seq, &mut v).await?;
             next = r.seq + 1;
-            v.event(StoredEvent {
-                seq: r.seq,
-                leaf_hash: r.leaf_hash,
-                header_json: r.header_json,
-                payload_json: r.payload_json,
-                columns: r.columns,
-            })
-            .map_err(|f| anyhow::anyhow!("{f}"))?;
+            v.event(r).map_err(|f| anyhow::anyhow!("{f}"))?;
         }
         if !full {
             break;

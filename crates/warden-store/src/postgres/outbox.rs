@@ -69,7 +69,7 @@ async fn read(
     );
     let mut stream = store.pool.copy_out_raw(&sql).await.map_err(db_err)?;
     let mut decoder = Decoder::default();
-    let mut rows = Vec::with_capacity(limit as usize);
+    let mut rows = Vec::with_capacity(crate::page_capacity(limit));
     while let Some(chunk) = stream.try_next().await.map_err(db_err)? {
         decoder.feed(&chunk, &mut rows)?;
     }

@@ -4,6 +4,7 @@
 //! parsed on the reading thread, beside the caller's formatting of the page before.
 
 use rusqlite::types::Value;
+use warden_audit::verify::StoredEvent as LogRow;
 use warden_core::{AuditEvent, Error, EventHeader, Result, TenantId};
 
 use super::outbox::{Unparsed, unparsed};
@@ -17,20 +18,62 @@ pub(super) async fn query(
     page: PageRequest,
     parse_payload: bool,
 ) -> Result<Vec<StoredEvent>> {
-    let (sql, params) = statement(tenant, f, page);
+    read_rows(
+        store,
+        statement(tenant, f, page),
+        page.limit,
+        move |r, leaf| parse(r, leaf, parse_payload),
+    )
+    .await
+}
+
+/// A tenant's log in order from `from_seq`, nothing parsed (see [`crate::Store::log_rows`]).
+pub(super) async fn log_rows(
+    store: &SqliteStore,
+    tenant: &TenantId,
+    from_seq: u64,
+    limit: u32,
+) -> Result<Vec<LogRow>> {
+    let page = PageRequest {
+        after_seq: from_seq.checked_sub(1),
+        limit,
+        oldest_first: true,
+    };
+    let statement = statement(tenant, &EventFilter::default(), page);
+    read_rows(store, statement, limit, |r, leaf| {
+        let row = r.into_row()?;
+        Ok(LogRow {
+            seq: row.seq,
+            leaf_hash: hash_from(&leaf)?,
+            header_json: row.header,
+            payload_json: row.payload,
+            columns: row.columns,
+        })
+    })
+    .await
+}
+
+/// The rows of an event statement, each made into a `T` on the reading thread once the
+/// statement is done.
+async fn read_rows<T: Send + 'static>(
+    store: &SqliteStore,
+    (sql, params): (String, Vec<Value>),
+    limit: u32,
+    make: impl Fn(Unparsed, Vec<u8>) -> Result<T> + Send + 'static,
+) -> Result<Vec<T>> {
     let rows = store
         .reader
         .read(move |conn| {
             let mut stmt = conn.prepare_cached(&sql)?;
             let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
-            let mut out = Vec::with_capacity(page.limit as usize);
+            let mut out = Vec::with_capacity(crate::page_capacity(limit));
             while let Some(r) = rows.next()? {
                 // The event columns start with the outbox's; the leaf hash follows.
                 out.push((unparsed(r)?, r.get::<_, Vec<u8>>(15)?));
             }
             Ok(out
                 .into_iter()
-                .map(|(r, leaf)| parse(r, leaf, parse_payload))
+                .map(|(r, leaf)| make(r, leaf))
                 .collect::<Vec<_>>())
         })
         .await?;

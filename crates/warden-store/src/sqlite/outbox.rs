@@ -23,7 +23,7 @@ pub(super) async fn rows(
         .read(move |conn| {
             let mut stmt = conn.prepare_cached(&sql)?;
             let mut rows = stmt.query(rusqlite::params![tenant, from_seq as i64, limit])?;
-            let mut out = Vec::with_capacity(limit as usize);
+            let mut out = Vec::with_capacity(crate::page_capacity(limit));
             while let Some(r) = rows.next()? {
                 out.push(unparsed(r)?);
             }

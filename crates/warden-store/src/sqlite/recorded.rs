@@ -28,7 +28,7 @@ pub(super) async fn decisions(
         .read(move |conn| {
             let mut stmt = conn.prepare_cached(&sql)?;
             let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
-            let mut out = Vec::with_capacity(limit as usize);
+            let mut out = Vec::with_capacity(crate::page_capacity(limit));
             while let Some(r) = rows.next()? {
                 out.push(RecordedDecision {
                     seq: r.get::<_, i64>(0)? as u64,
