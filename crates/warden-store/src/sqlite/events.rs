@@ -27,6 +27,25 @@ pub(super) async fn query(
     .await
 }
 
+/// A tenant's log in order from `from_seq`, parsed (see [`crate::Store::events_in_order`]).
+/// Stream destinations read every event of a log this way, and through sqlx most of that
+/// time went to handing rows between threads.
+pub(super) async fn in_order(
+    store: &SqliteStore,
+    tenant: &TenantId,
+    from_seq: u64,
+    limit: u32,
+) -> Result<Vec<StoredEvent>> {
+    query(
+        store,
+        tenant,
+        &EventFilter::default(),
+        log_page(from_seq, limit),
+        true,
+    )
+    .await
+}
+
 /// A tenant's log in order from `from_seq`, nothing parsed (see [`crate::Store::log_rows`]).
 pub(super) async fn log_rows(
     store: &SqliteStore,
@@ -34,12 +53,7 @@ pub(super) async fn log_rows(
     from_seq: u64,
     limit: u32,
 ) -> Result<Vec<LogRow>> {
-    let page = PageRequest {
-        after_seq: from_seq.checked_sub(1),
-        limit,
-        oldest_first: true,
-    };
-    let statement = statement(tenant, &EventFilter::default(), page);
+    let statement = statement(tenant, &EventFilter::default(), log_page(from_seq, limit));
     read_rows(store, statement, limit, |r, leaf| {
         let row = r.into_row()?;
         Ok(LogRow {
@@ -51,6 +65,15 @@ pub(super) async fn log_rows(
         })
     })
     .await
+}
+
+/// The page of a log from `from_seq` on, in order.
+fn log_page(from_seq: u64, limit: u32) -> PageRequest {
+    PageRequest {
+        after_seq: from_seq.checked_sub(1),
+        limit,
+        oldest_first: true,
+    }
 }
 
 /// The rows of an event statement, each made into a `T` on the reading thread once the

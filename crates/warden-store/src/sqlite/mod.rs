@@ -874,15 +874,7 @@ impl Store for SqliteStore {
         from_seq: u64,
         limit: u32,
     ) -> Result<Vec<StoredEvent>> {
-        // Read by the direct reader, like queries and exports: verification and stream
-        // destinations read every event of a log, and through sqlx most of that time went to
-        // handing rows between threads.
-        let page = PageRequest {
-            after_seq: from_seq.checked_sub(1),
-            limit,
-            oldest_first: true,
-        };
-        events::query(self, tenant, &EventFilter::default(), page, true).await
+        events::in_order(self, tenant, from_seq, limit).await
     }
 
     async fn recorded_decisions(
