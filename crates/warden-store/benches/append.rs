@@ -84,8 +84,8 @@ impl CpuUse {
         let out = f();
         let took = started.elapsed();
         if let (Some(a), Some(b)) = (before, cpu_ticks()) {
-            self.busy += b.0 - a.0;
-            self.own += b.1 - a.1;
+            self.busy += b.0.saturating_sub(a.0);
+            self.own += b.1.saturating_sub(a.1);
             self.wall += took;
             self.events += events as u64;
         }
@@ -98,11 +98,14 @@ impl CpuUse {
         }
         // Clock ticks are 1/100 s on Linux.
         let per_event = |ticks: u64| ticks as f64 * 10_000.0 / self.events as f64;
+        // The system-wide count and this process's are read from two files at two moments,
+        // so on a machine where nothing else runs this process can seem to have used more.
+        let rest = self.busy.saturating_sub(self.own);
         eprintln!(
             "{name}: CPU {:.1} µs per event ({:.1} this process, {:.1} the rest), {:.2} cores busy",
             per_event(self.busy),
             per_event(self.own),
-            per_event(self.busy - self.own),
+            per_event(rest),
             self.busy as f64 / 100.0 / self.wall.as_secs_f64(),
         );
     }
