@@ -494,7 +494,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     if let (Some((a0, b0)), Some((a1, b1))) = (before, after) {
         let (events, batches) = (a1 - a0, b1 - b0);
         println!(
-            "audit:     {events} events durably appended in {batches} commits ({:.1} per commit) for {} answered decisions (warm-up included)",
+            "audit:     {events} events durably appended in {batches} batches ({:.1} per batch) for {} answered decisions (warm-up included)",
             events as f64 / batches.max(1) as f64,
             all.answered_total
         );

@@ -475,7 +475,7 @@ fn pipeline(c: &mut Criterion) {
         let (appended, batches) = (stats.appended.get(), stats.batches.get());
         if appended > 0 {
             eprintln!(
-                "pipeline/{name}: {appended} events in {batches} transactions ({:.0} per commit), database {} MiB",
+                "pipeline/{name}: {appended} events in {batches} batches ({:.0} per batch), database {} MiB",
                 appended as f64 / batches.max(1) as f64,
                 db_size(&dir) >> 20,
             );
@@ -623,7 +623,7 @@ fn postgres(c: &mut Criterion) {
         let (appended, batches) = (stats.appended.get(), stats.batches.get());
         if appended > 0 {
             eprintln!(
-                "postgres/{bench}: {appended} events in {batches} transactions ({:.0} per commit)",
+                "postgres/{bench}: {appended} events in {batches} batches ({:.0} per batch)",
                 appended as f64 / batches.max(1) as f64,
             );
         }

@@ -28,6 +28,9 @@ pub struct PipelineConfig {
     pub queue_capacity: usize,
     /// Most events committed in one transaction.
     pub max_batch: usize,
+    /// How long events nobody waits for may wait for one somebody waits for
+    /// ([`UNAWAITED_WAIT`] by default).
+    pub unawaited_wait: Duration,
 }
 
 impl Default for PipelineConfig {
@@ -35,6 +38,7 @@ impl Default for PipelineConfig {
         PipelineConfig {
             queue_capacity: 50_000,
             max_batch: 4_096,
+            unawaited_wait: UNAWAITED_WAIT,
         }
     }
 }
@@ -90,6 +94,7 @@ impl AuditPipeline {
             store,
             rx,
             config.max_batch.max(1),
+            config.unawaited_wait,
             stats.clone(),
             committed.clone(),
             closed.clone(),
@@ -227,6 +232,7 @@ async fn write_loop(
     store: Arc<dyn Store>,
     mut rx: mpsc::Receiver<Job>,
     max_batch: usize,
+    unawaited_wait: Duration,
     stats: Arc<PipelineStats>,
     committed: Arc<Notify>,
     closed: Arc<AtomicBool>,
@@ -288,16 +294,23 @@ async fn write_loop(
             }
         }
         // Nobody waits for any of these yet: give an awaited event the chance to come and
-        // share the commit.
-        let deadline = tokio::time::Instant::now() + UNAWAITED_WAIT;
+        // share the commit. Batches in flight meanwhile are answered as they finish: their
+        // callers do wait.
+        let deadline = tokio::time::Instant::now() + unawaited_wait;
         while !jobs.iter().any(|j| j.awaited)
             && jobs.len() < max_batch
             && !closed.load(Ordering::Acquire)
         {
             let room = max_batch - jobs.len();
-            match tokio::time::timeout_at(deadline, rx.recv_many(&mut jobs, room)).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
+            tokio::select! {
+                biased;
+                Some(done) = writing.next() => finish(done, &stats, &committed),
+                received = tokio::time::timeout_at(deadline, rx.recv_many(&mut jobs, room)) => {
+                    match received {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                }
             }
         }
         // The events move into the batch and the acknowledgements wait beside it: nothing is
@@ -308,6 +321,9 @@ async fn write_loop(
             batch.push(job.event);
             acks.push(job.ack);
         }
+        // Polled first at the next turn of the loop (every branch that can start another
+        // batch polls `writing` before), so a store sees the batches in the order they were
+        // started.
         let store = store.clone();
         writing.push_back(Box::pin(async move {
             let started = Instant::now();

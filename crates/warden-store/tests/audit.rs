@@ -444,6 +444,50 @@ async fn batches_in_flight_on_one_handle_extend_one_tree(b: Backend) {
     }
 }
 
+/// Batches handed to one handle at once may share a commit (SQLite's writer commits every
+/// batch waiting as one transaction): each caller still gets the answers for its own events,
+/// in its order — the duplicate where it resent an event, and for every other event the
+/// position at which that very event is stored.
+async fn each_batch_in_flight_gets_its_own_answers(b: Backend) {
+    let db = TestDb::new(b).await;
+    let s = db.open().await;
+    let earlier: Vec<AuditEvent> = (0..16).map(|n| event("acme", "acme", 50_000 + n)).collect();
+    let batch: Vec<NewEvent> = earlier.iter().map(|e| new(e.clone(), false)).collect();
+    s.append_events(&batch).await.unwrap();
+    let mut tasks = Vec::new();
+    for (who, resent) in earlier.iter().cloned().enumerate() {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            // Batches of 1 to 16 events; the resent one sits at a different place in each.
+            let mut batch: Vec<NewEvent> = (0..who)
+                .map(|n| new(event("acme", "acme", who * 100 + n), false))
+                .collect();
+            batch.insert(who / 2, new(resent, true));
+            let out = s.append_events(&batch).await.unwrap();
+            (batch, out)
+        }));
+    }
+    let mut stored = 0;
+    for t in tasks {
+        let (batch, out) = t.await.unwrap();
+        assert_eq!(out.len(), batch.len());
+        for (sent, answer) in batch.iter().zip(&out) {
+            match answer {
+                Appended::Duplicate => assert!(sent.dedupe, "only the resent event is a duplicate"),
+                Appended::Stored { seq } => {
+                    assert!(!sent.dedupe, "the resent event was already stored");
+                    let row = s.events_in_order(&tenant("acme"), *seq, 1).await.unwrap();
+                    assert_eq!(row[0].seq, *seq);
+                    assert_eq!(row[0].event.header.id, sent.event.header.id);
+                    stored += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(stored, (0..16).sum::<usize>());
+    assert_one_tree(&s, &tenant("acme"), 16 + stored as u64).await;
+}
+
 /// A batch of several megabytes (on PostgreSQL, one whose rows are kept in memory for its
 /// transaction) lands whole: every event once, in order, its payload intact, and a resent
 /// event among them recorded once.
@@ -526,7 +570,41 @@ async fn unawaited_events_share_the_next_awaited_commit(b: Backend) {
     assert_eq!(s.merkle_head(&tenant("acme")).await.unwrap().size, 4);
 }
 
+/// A batch in flight is answered as soon as it has committed, also while the writer holds
+/// back an event nobody waits for (waiting for one somebody waits for, to share its commit).
+async fn a_commit_is_answered_while_an_unawaited_event_waits(b: Backend) {
+    use std::time::Duration;
+    use warden_store::pipeline::{AuditPipeline, PipelineConfig};
+    let db = TestDb::new(b).await;
+    let s = db.open().await;
+    let config = PipelineConfig {
+        unawaited_wait: Duration::from_secs(600),
+        ..Default::default()
+    };
+    let pipeline = Arc::new(AuditPipeline::start(s.clone(), config));
+    let hold = db.hold_writes().await;
+    let p = pipeline.clone();
+    let decision = tokio::spawn(async move { p.record(event("acme", "acme", 0)).await });
+    // The decision's batch is being written (held back); the call's outcome comes meanwhile.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let outcome = pipeline.submit(event("acme", "acme", 1)).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    hold.release().await;
+    let decided = tokio::time::timeout(Duration::from_secs(60), decision)
+        .await
+        .expect("the decision is answered once committed, not once the outcome stops waiting")
+        .unwrap()
+        .unwrap();
+    assert_eq!(decided, Appended::Stored { seq: 0 });
+    // The outcome still waits for an awaited event, and shares its commit.
+    let next = pipeline.record(event("acme", "acme", 2)).await.unwrap();
+    assert_eq!(outcome.await.unwrap(), Appended::Stored { seq: 1 });
+    assert_eq!(next, Appended::Stored { seq: 2 });
+    pipeline.shutdown().await;
+}
+
 on_both_backends!(
+    a_commit_is_answered_while_an_unawaited_event_waits,
     unawaited_events_share_the_next_awaited_commit,
     the_log_reads_back_unparsed_as_stored,
     appended_events_extend_each_tenants_own_log,
@@ -536,6 +614,7 @@ on_both_backends!(
     checkpoints_are_kept_per_tenant_once_per_size,
     two_writers_on_one_database_extend_one_tree,
     batches_in_flight_on_one_handle_extend_one_tree,
+    each_batch_in_flight_gets_its_own_answers,
     a_pipeline_and_another_writer_share_one_log,
     a_batch_of_several_megabytes_lands_whole,
 );

@@ -119,7 +119,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     );
     counter(
         "warden_audit_batches_total",
-        "Group-commit transactions.",
+        "Batches handed to the store (on SQLite, batches waiting for the writer share its next transaction).",
         &[("", p.batches.get())],
     );
     counter(

@@ -94,10 +94,23 @@ fn connect(path: &Path, busy_timeout: Duration) -> rusqlite::Result<Connection> 
 }
 
 fn run(mut conn: Connection, inbox: mpsc::Receiver<Job>, tail: &WalTail) {
-    while let Ok(job) = inbox.recv() {
-        let result = append(&mut conn, job.batch).map_err(write_err);
-        // The caller may have gone (its request cancelled): the batch is written either way.
-        let _ = job.done.send(result);
+    while let Ok(first) = inbox.recv() {
+        // Every batch that came while the last one committed shares this commit (the
+        // pipeline's and direct appends, which would otherwise each wait for a commit of
+        // their own), so this thread goes from one commit straight to the next.
+        let mut jobs = vec![first];
+        while let Ok(job) = inbox.try_recv() {
+            jobs.push(job);
+        }
+        let sizes: Vec<usize> = jobs.iter().map(|j| j.batch.len()).collect();
+        let mut batch = Vec::with_capacity(sizes.iter().sum());
+        let mut dones = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            batch.extend(job.batch);
+            dones.push(job.done);
+        }
+        let result = append(&mut conn, batch).map_err(write_err);
+        answer(result, &sizes, dones);
         // Between two batches nothing else commits, so this copy of the log's tail completes
         // and the next commit starts the log over (see `wal`). Passive: a reader still using
         // old frames keeps them, and the checkpointer hands the tail over again.
@@ -105,6 +118,28 @@ fn run(mut conn: Connection, inbox: mpsc::Receiver<Job>, tail: &WalTail) {
             && let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
         {
             tracing::warn!(error = %e, "the audit writer could not copy the log's tail");
+        }
+    }
+}
+
+/// Hands each batch of a shared commit its own results, in order. The callers may have gone
+/// (their requests cancelled): their events are written either way.
+fn answer(
+    result: Result<Vec<Appended>>,
+    sizes: &[usize],
+    dones: Vec<oneshot::Sender<Result<Vec<Appended>>>>,
+) {
+    match result {
+        Ok(all) => {
+            let mut all = all.into_iter();
+            for (&size, done) in sizes.iter().zip(dones) {
+                let _ = done.send(Ok(all.by_ref().take(size).collect()));
+            }
+        }
+        Err(e) => {
+            for done in dones {
+                let _ = done.send(Err(e.clone()));
+            }
         }
     }
 }

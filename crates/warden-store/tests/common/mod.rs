@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use warden_store::postgres::{PgStore, Schema};
 use warden_store::{SqliteStore, Store};
 
@@ -90,11 +91,54 @@ impl TestDb {
         }
     }
 
+    /// Blocks every append to the audit log (another connection holding SQLite's write lock,
+    /// or PostgreSQL's lock on the audit table) until [`WriteHold::release`].
+    pub async fn hold_writes(&self) -> WriteHold {
+        match &self.place {
+            Place::Sqlite(dir) => {
+                let options = SqliteConnectOptions::new().filename(dir.path().join("warden.db"));
+                let mut conn = SqliteConnection::connect_with(&options).await.unwrap();
+                sqlx::raw_sql("BEGIN IMMEDIATE")
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                WriteHold::Sqlite(conn)
+            }
+            Place::Postgres(db) => {
+                let mut conn = PgConnection::connect_with(&db.options()).await.unwrap();
+                sqlx::raw_sql("BEGIN; LOCK TABLE audit_events IN EXCLUSIVE MODE")
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                WriteHold::Postgres(conn)
+            }
+        }
+    }
+
     /// The PostgreSQL database's URL (for the CLI); `None` for SQLite.
     pub fn postgres_url(&self) -> Option<String> {
         match &self.place {
             Place::Postgres(db) => Some(db.url()),
             Place::Sqlite(_) => None,
+        }
+    }
+}
+
+/// Appends held back by [`TestDb::hold_writes`].
+pub enum WriteHold {
+    Sqlite(SqliteConnection),
+    Postgres(PgConnection),
+}
+
+impl WriteHold {
+    pub async fn release(self) {
+        match self {
+            WriteHold::Sqlite(mut conn) => {
+                sqlx::raw_sql("ROLLBACK").execute(&mut conn).await.unwrap();
+            }
+            WriteHold::Postgres(mut conn) => {
+                sqlx::raw_sql("ROLLBACK").execute(&mut conn).await.unwrap();
+            }
         }
     }
 }
