@@ -98,14 +98,14 @@ fn run(mut conn: Connection, inbox: mpsc::Receiver<Job>, tail: &WalTail) {
         // Every batch that came while the last one committed shares this commit (the
         // pipeline's and direct appends, which would otherwise each wait for a commit of
         // their own), so this thread goes from one commit straight to the next.
-        let mut jobs = vec![first];
+        let Job {
+            mut batch,
+            done: first_done,
+        } = first;
+        let mut sizes = vec![batch.len()];
+        let mut dones = vec![first_done];
         while let Ok(job) = inbox.try_recv() {
-            jobs.push(job);
-        }
-        let sizes: Vec<usize> = jobs.iter().map(|j| j.batch.len()).collect();
-        let mut batch = Vec::with_capacity(sizes.iter().sum());
-        let mut dones = Vec::with_capacity(jobs.len());
-        for job in jobs {
+            sizes.push(job.batch.len());
             batch.extend(job.batch);
             dones.push(job.done);
         }
